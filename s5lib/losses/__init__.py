@@ -1,0 +1,1 @@
+"""s5lib.losses"""
