@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The template recipe: shared stages with the default configs in conf/.
+# A real recipe (made by ./setup.sh ../<system>) sets its system choices here; every option
+# given on the command line comes later and overrides them. See ./stages.sh --help.
+set -euo pipefail
+
+exec ./stages.sh \
+  --data_config conf/prep_data.yaml \
+  --tagger_config conf/tagger.yaml \
+  --separator_config conf/separator.yaml \
+  --infer_config conf/infer.yaml \
+  --score_config conf/score.yaml \
+  "$@"
