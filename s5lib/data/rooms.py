@@ -26,6 +26,7 @@ _MIN_CUTOFF = 0.45
 _DEFAULT_MAX_ORDER = 10
 _CROSSFADE_S = 0.005  # image sources fade into the diffuse tail over this time
 _MATCH_WINDOW_S = 0.02  # tail level is matched to the image-source energy over this window
+_FADE_OUT_S = 0.005  # the last samples of every response fade to zero
 
 
 def foa_gains(directions):
@@ -154,6 +155,7 @@ def simulate_foa_rir(room_dim, source, mic, sample_rate=32000, rt60=0.4, max_ord
         max_order: image-source reflection order (default: what the length needs, at most 10).
         length: IR length in samples (default: rt60 seconds plus the direct-path delay).
         rng: np.random.Generator for the diffuse tail (default: a fixed seed).
+    The last 5 ms fade to zero (half cosine) so a truncated response ends without a step.
     Returns:
         (ir (4, length) float32 in W, Y, Z, X order, direct_delay float in samples), with
         direct_delay = |source - mic| / c * sample_rate exactly.
@@ -212,6 +214,10 @@ def simulate_foa_rir(room_dim, source, mic, sample_rate=32000, rt60=0.4, max_ord
         end = min(length, tail_start + fade)
         fade_in[tail_start:end] = np.sin(0.5 * np.pi * ramp[:end - tail_start])
         ir += tail * fade_in[None, :]
+    # A short half-cosine fade-out, so a response cut before it has decayed ends without a step.
+    n_out = min(int(round(_FADE_OUT_S * sample_rate)), length - int(math.ceil(direct_delay)) - _SINC_HALF_WIDTH)
+    if n_out > 1:
+        ir[:, length - n_out:] *= 0.5 * (1 + np.cos(np.pi * np.arange(1, n_out + 1) / n_out))
     return ir.astype(np.float32), direct_delay
 
 

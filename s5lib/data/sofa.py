@@ -209,7 +209,8 @@ def write_sofa(path, irs, positions, sample_rate, listener_position=(0.0, 0.0, 0
 
     Args:
         path: output .sofa file.
-        irs: (M, 4, N) impulse responses (W, Y, Z, X), stored as float64 like the DCASE files.
+        irs: (M, 4, N) impulse responses (W, Y, Z, X); float32 input is stored as float32
+            (half the size), anything else as float64 like the DCASE files.
         positions: (M, 3) cartesian source positions in metres relative to the microphone
             (SourcePosition, Type 'cartesian'; the DCASE convention, see RoomResponses.cartesian).
         sample_rate: Hz.
@@ -223,7 +224,8 @@ def write_sofa(path, irs, positions, sample_rate, listener_position=(0.0, 0.0, 0
             Without it the corners are (0, 0, 0) and ``room_dim``.
     """
     path = str(path)
-    irs = np.asarray(irs, dtype=np.float64)
+    ir_dtype = np.float32 if np.asarray(irs).dtype == np.float32 else np.float64
+    irs = np.asarray(irs)
     if irs.ndim != 3 or irs.shape[1] != N_FOA_RECEIVERS:
         raise SofaError(path, f"cannot write IRs of shape {irs.shape}, expected (M, 4, N)")
     if not np.all(np.isfinite(irs)):
@@ -270,8 +272,8 @@ def write_sofa(path, irs, positions, sample_rate, listener_position=(0.0, 0.0, 0
                 scale.attrs.create("_Netcdf4Dimid", np.int32(dim_id))
                 scales[name] = scale
 
-            def variable(name, data, dims, **attrs):
-                data = np.asarray(data, dtype=np.float64).reshape([sizes[d] for d in dims])
+            def variable(name, data, dims, dtype=np.float64, **attrs):
+                data = np.asarray(data, dtype=dtype).reshape([sizes[d] for d in dims])
                 dataset = f.create_dataset(name, data=data)
                 for axis, dim in enumerate(dims):
                     dataset.dims[axis].attach_scale(scales[dim])
@@ -299,12 +301,15 @@ def write_sofa(path, irs, positions, sample_rate, listener_position=(0.0, 0.0, 0
                          Units="metre")
             variable("Data.SamplingRate", [float(sample_rate)], ("I",), Units="hertz")
             variable("Data.Delay", np.zeros((1, n_rec)), ("I", "R"))
-            variable("Data.IR", irs, ("M", "R", "N"), ChannelOrdering="acn",
+            variable("Data.IR", irs, ("M", "R", "N"), dtype=ir_dtype, ChannelOrdering="acn",
                      Normalization="sn3d")
             if direct_delay is not None:
                 variable("DirectPathDelay", direct_delay, ("M",), Units="samples",
                          Description="direct-path delay = distance / speed of sound * "
                                      "sample rate (s5lib extension)")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
