@@ -239,8 +239,8 @@ def build_mini_soundbank(root, seed=0, size="mini", overwrite=False,
                          "(pass overwrite=True / --overwrite to rebuild it)")
     if marker is None and existing and not overwrite:
         raise ValueError(f"{root}: already contains {', '.join(existing)} not made by "
-                         "build_mini_soundbank; refusing to mix data (pass overwrite=True / --overwrite to "
-                         "replace them, or choose another directory)")
+                         "build_mini_soundbank; refusing to mix data (pass overwrite=True / "
+                         "--overwrite to replace them, or choose another directory)")
     # Our own unfinished build, or overwrite: start from a clean tree.
     for directory in existing:
         shutil.rmtree(os.path.join(root, directory))
