@@ -1,0 +1,65 @@
+"""Side-by-side table of several recipes' (or experiments') scores, as markdown and CSV.
+
+Usage::
+
+    python -m s5lib.bin.compare --results egs/*/exp/**/summary.json --out cmp.md --csv cmp.csv
+    python -m s5lib.bin.compare --results egs/baseline egs/cpjku      # folders are searched
+
+One row per scoring run (recipe, experiment, year, label mode), one column per measure
+(CA-SDRi / CAPI-SDRi, accuracies, SDRi/SDR/SI-SDR over TP sources, mixtures, skipped).
+Columns no run has are left out of the markdown; the CSV keeps every column at full
+precision. Without ``--out`` the markdown goes to stdout.
+"""
+import argparse
+import os
+import sys
+
+from s5lib.results import comparison_rows, find_summaries, load_summary, rows_to_markdown, \
+    write_csv
+
+SORT_KEYS = ("none", "recipe", "score")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", nargs="+", required=True,
+                        help="summary.json files, or folders searched for them")
+    parser.add_argument("--out", default=None, help="markdown file to write (default: stdout)")
+    parser.add_argument("--csv", default=None, help="CSV file to write")
+    parser.add_argument("--sort", default="none", choices=SORT_KEYS,
+                        help="row order: as given, by recipe/experiment, or by main score")
+    args = parser.parse_args(argv)
+    try:
+        paths = find_summaries(args.results)
+        summaries = [load_summary(p) for p in paths]
+    except ValueError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    rows = comparison_rows(summaries)
+    if args.sort == "recipe":
+        rows.sort(key=lambda r: (r["recipe"], r["experiment"], r["labels"]))
+    elif args.sort == "score":
+        def main_score(row):
+            value = row.get("CAPI-SDRi") if row.get("CAPI-SDRi") is not None else row.get("CA-SDRi")
+            return -(value if value is not None else float("-inf"))
+        rows.sort(key=main_score)
+    years = sorted({r["year"] for r in rows if r["year"] is not None})
+    text = rows_to_markdown(rows)
+    if len(years) > 1:
+        text += ("\n\nNote: rows of different years use different test sets and measures "
+                 "(CA-SDRi 2025, CAPI-SDRi 2026); compare within a year.")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+        print(f"Wrote {args.out} ({len(rows)} row(s))")
+    else:
+        print(text)
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"Wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
