@@ -81,6 +81,7 @@ def write_audio(path, data, sample_rate, subtype="FLOAT"):
     os.close(fd)
     try:
         sf.write(tmp, frames, sample_rate, subtype=subtype, format="WAV")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; collaborators must be able to read them
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,59 @@
+"""Benchmark: time to synthesize one on-the-fly training mixture on one CPU core.
+
+Each timed mixture has 3 targets, 2 interferers and background noise (draw + render, wet
+images and references included). Prints the median and the 90th percentile for the embedded
+mini soundbank and for the same bank with 5.5 s room responses (the real bank's length).
+
+    python -m s5lib.bin.bench_synth [--n_mix 50] [--work_dir /tmp/s5_bench] [--year 2025]
+
+Banks are built under ``work_dir`` on first use and reused afterwards.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as stated above
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from s5lib.config import parse_config  # noqa: E402
+
+DEFAULTS = {"n_mix": 50, "work_dir": "/tmp/s5_bench", "year": 2025, "seed": 0,
+            "long_ir_seconds": 5.5, "size": "mini", "skip_long": False}
+
+
+def time_bank(bank_root, year, n_mix, seed):
+    from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig
+    bank = SoundBank(bank_root, "train", cache_audio=True)
+    synth = FoaSynthesizer(bank, SynthConfig(year=year, n_targets=(3, 3), n_interferers=(2, 2)))
+    for i in range(3):  # warm the audio and room caches
+        synth.synthesize(np.random.default_rng([seed, 99, i]))
+    times = []
+    for i in range(n_mix):
+        rng = np.random.default_rng([seed, i])
+        t0 = time.perf_counter()
+        synth.synthesize(rng)
+        times.append(time.perf_counter() - t0)
+    return np.array(times) * 1e3
+
+
+def main(argv=None):
+    cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    from s5lib.data.soundbank import build_mini_soundbank
+    variants = [("mini bank", None)]
+    if not cfg["skip_long"]:
+        variants.append((f"mini bank, {cfg['long_ir_seconds']} s room responses", cfg["long_ir_seconds"]))
+    print(f"synthesis benchmark: {cfg['n_mix']} mixtures, 3 targets + 2 interferers + noise, 1 core")
+    for name, ir_seconds in variants:
+        suffix = "" if ir_seconds is None else f"_ir{ir_seconds:g}s"
+        root = os.path.join(cfg["work_dir"], f"dev_set_{cfg['size']}{suffix}")
+        build_mini_soundbank(root, seed=cfg["seed"], size=cfg["size"], ir_seconds=ir_seconds)
+        ms = time_bank(root, int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"])
+        print(f"{name:45s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms"
+              f"   ({1000 / np.median(ms):5.1f} mixtures/s per core)")
+
+
+if __name__ == "__main__":
+    main()

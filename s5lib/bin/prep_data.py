@@ -1,0 +1,156 @@
+"""Stage 1: build (or verify) a DCASE ``dev_set`` and write the fixed validation and test sets.
+
+Without ``--db_root`` the embedded mini soundbank is generated under ``<out_dir>/dev_set`` and
+completed with what the real set ships: ``metadata/valid.json`` + per-mixture JSON files, and a
+pre-mixed test set (``test/`` for 2025, ``synthesized/test/`` for 2026) with ``soundscape/`` and
+``oracle_target/`` under the official names. With ``--db_root`` the given tree is checked
+(a report lists everything missing or malformed) and used as it is.
+
+Either way ``<out_dir>/dataset.json`` tells the later stages where everything is.
+
+    python -m s5lib.bin.prep_data --year 2025 --out_dir data [--db_root /path/to/dev_set]
+"""
+import concurrent.futures
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from s5lib import constants
+from s5lib.audio import write_audio
+from s5lib.config import parse_config, save_config
+
+DEFAULTS = {
+    "year": 2025,
+    "db_root": "",  # empty: build the embedded mini soundbank
+    "out_dir": "data",
+    "seed": 0,
+    "size": "mini",  # mini soundbank size: mini | tiny
+    "n_valid": 100,  # fixed validation mixtures (mini bank only)
+    "n_test": 100,  # pre-mixed test mixtures (mini bank only)
+    "eval_interferers": [0, 2],  # interferers per validation/test mixture
+    "nj": 2,
+    "overwrite": False,
+}
+
+
+def test_dir_of(bank_root, year):
+    return os.path.join(bank_root, "test" if int(year) == 2025 else os.path.join("synthesized", "test"))
+
+
+def reference_file_name(mix, slot, label, year):
+    """Official oracle/estimate names: ``<mix>_<Label>`` (2025), ``<mix>_<slot>_<Label>`` (2026)."""
+    return f"{mix}_{label}.wav" if int(year) == 2025 else f"{mix}_{slot}_{label}.wav"
+
+
+def _eval_synth(bank_root, year, eval_interferers):
+    from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig
+    bank = SoundBank(bank_root, "valid", cache_audio=True)
+    return FoaSynthesizer(bank, SynthConfig(year=year, n_interferers=tuple(eval_interferers)))
+
+
+_WORKER = {}
+
+
+def _write_test_item(args):
+    bank_root, year, eval_interferers, seed, index, test_dir = args
+    key = (bank_root, year, tuple(eval_interferers))
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = _eval_synth(bank_root, year, eval_interferers)
+    synth = _WORKER[key]
+    name = f"soundscape_{index:04d}"
+    meta = synth.sample_metadata(np.random.default_rng([seed, 2, index]))
+    mix = synth.render(meta, with_wet=False)
+    write_audio(os.path.join(test_dir, "soundscape", name + ".wav"), mix.mixture,
+                constants.SAMPLE_RATE, subtype="PCM_16")
+    for slot, ev in enumerate(mix.targets):
+        write_audio(os.path.join(test_dir, "oracle_target", reference_file_name(name, slot, ev.label, year)),
+                    ev.reference, constants.SAMPLE_RATE, subtype="PCM_16")
+    with open(os.path.join(test_dir, "metadata", name + ".json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return name, mix.labels
+
+
+def write_valid_metadata(bank_root, year, n_valid, seed, eval_interferers):
+    synth = _eval_synth(bank_root, year, eval_interferers)
+    mdir = os.path.join(bank_root, "metadata", "valid")
+    os.makedirs(mdir, exist_ok=True)
+    entries = []
+    for i in range(n_valid):
+        meta = synth.sample_metadata(np.random.default_rng([seed, 1, i]))
+        name = f"soundscape_{i:04d}"
+        with open(os.path.join(mdir, name + ".json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        labels = [e["label"] for e in meta["fg_events"]]
+        if int(year) == 2025:  # the 2025 loader expects 3 entries, padded with silence
+            labels = labels + [constants.SILENCE] * (constants.MAX_TARGETS - len(labels))
+        entries.append({"metadata_path": f"valid/{name}.json", "ref_event": labels})
+    tmp = os.path.join(bank_root, "metadata", "valid.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(entries, f, indent=1)
+    os.replace(tmp, os.path.join(bank_root, "metadata", "valid.json"))
+    return entries
+
+
+def write_test_set(bank_root, year, n_test, seed, eval_interferers, nj):
+    test_dir = test_dir_of(bank_root, year)
+    for sub in ("soundscape", "oracle_target", "metadata"):
+        d = os.path.join(test_dir, sub)
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):  # re-runs overwrite, never mix two sets
+            os.unlink(os.path.join(d, f))
+    jobs = [(bank_root, int(year), list(eval_interferers), seed, i, test_dir) for i in range(n_test)]
+    if nj > 1:
+        with concurrent.futures.ProcessPoolExecutor(nj) as pool:
+            results = list(pool.map(_write_test_item, jobs, chunksize=8))
+    else:
+        results = [_write_test_item(j) for j in jobs]
+    return test_dir, results
+
+
+def main(argv=None):
+    cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    year = int(cfg["year"])
+    if year not in constants.YEARS:
+        sys.exit(f"prep_data: --year must be one of {constants.YEARS}, got {year}")
+    out_dir = os.path.abspath(cfg["out_dir"])
+    os.makedirs(out_dir, exist_ok=True)
+    save_config(cfg, os.path.join(out_dir, "prep_data.yaml"))
+    t0 = time.time()
+    if cfg["db_root"]:
+        from s5lib.data.layout import check_dev_set
+        bank_root = os.path.abspath(cfg["db_root"])
+        check_dev_set(bank_root, year)
+        valid_list = os.path.join(bank_root, "metadata", "valid.json")
+        test_dir = test_dir_of(bank_root, year)
+        source = "db_root"
+    else:
+        from s5lib.data.soundbank import build_mini_soundbank
+        bank_root = os.path.join(out_dir, "dev_set")
+        summary = build_mini_soundbank(bank_root, seed=cfg["seed"], size=cfg["size"],
+                                       overwrite=bool(cfg["overwrite"]))
+        print(f"mini soundbank: {bank_root} ({summary})")
+        entries = write_valid_metadata(bank_root, year, int(cfg["n_valid"]), cfg["seed"],
+                                       cfg["eval_interferers"])
+        print(f"validation metadata: {len(entries)} mixtures")
+        test_dir, results = write_test_set(bank_root, year, int(cfg["n_test"]), cfg["seed"],
+                                           cfg["eval_interferers"], int(cfg["nj"]))
+        n_targets = [len(labels) for _, labels in results]
+        print(f"test set: {len(results)} mixtures, targets per mixture "
+              f"{dict(zip(*np.unique(n_targets, return_counts=True)))}")
+        valid_list = os.path.join(bank_root, "metadata", "valid.json")
+        source = "mini"
+    dataset = {"year": year, "source": source, "bank_root": bank_root, "train_split": "train",
+               "valid_split": "valid", "valid_list": valid_list, "test_dir": test_dir}
+    tmp = os.path.join(out_dir, "dataset.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(dataset, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "dataset.json"))
+    print(f"wrote {os.path.join(out_dir, 'dataset.json')} in {time.time() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
