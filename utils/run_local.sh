@@ -21,7 +21,7 @@
 #
 # Each log file gets the command line, start time, output, end time and exit code; it is
 # overwritten, never appended to. The exit status is 0 only if every job succeeded; otherwise
-# the failed jobs' logs are named on stderr.
+# the failed jobs' logs are named on stderr. Needs bash >= 4.3 (wait -n).
 set -u
 
 me=$(basename "$0")

@@ -60,6 +60,7 @@ Options (default):
   --separator_config FILE  stage 3 config ($separator_config)
   --infer_config FILE    stage 4 config ($infer_config)
   --score_config FILE    stage 5 config ($score_config)
+  --python CMD           python interpreter of the Python steps ($python)
   --config FILE          shell file of name=value lines, read before the other options"
 
 if [ ! -f ./path.sh ] || [ ! -f ./cmd.sh ] || [ ! -d ./utils ]; then
