@@ -21,6 +21,7 @@ import numpy as np
 from s5lib import constants
 from s5lib.audio import write_audio
 from s5lib.config import parse_config, save_config
+from s5lib.metrics.naming import source_filename
 
 DEFAULTS = {
     "year": 2025,
@@ -38,11 +39,6 @@ DEFAULTS = {
 
 def test_dir_of(bank_root, year):
     return os.path.join(bank_root, "test" if int(year) == 2025 else os.path.join("synthesized", "test"))
-
-
-def reference_file_name(mix, slot, label, year):
-    """Official oracle/estimate names: ``<mix>_<Label>`` (2025), ``<mix>_<slot>_<Label>`` (2026)."""
-    return f"{mix}_{label}.wav" if int(year) == 2025 else f"{mix}_{slot}_{label}.wav"
 
 
 def _eval_synth(bank_root, year, eval_interferers):
@@ -67,8 +63,8 @@ def _write_test_item(args):
     write_audio(os.path.join(test_dir, "soundscape", name + ".wav"), mix.mixture,
                 constants.SAMPLE_RATE, subtype="PCM_16")
     for slot, ev in enumerate(mix.targets):
-        write_audio(os.path.join(test_dir, "oracle_target", reference_file_name(name, slot, ev.label, year)),
-                    ev.reference, constants.SAMPLE_RATE, subtype="PCM_16")
+        ref_name = source_filename(name, ev.label, slot if int(year) == 2026 else None)
+        write_audio(os.path.join(test_dir, "oracle_target", ref_name), ev.reference, constants.SAMPLE_RATE, subtype="PCM_16")
     with open(os.path.join(test_dir, "metadata", name + ".json"), "w") as f:
         json.dump(meta, f, indent=1)
     return name, mix.labels

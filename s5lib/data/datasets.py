@@ -33,6 +33,7 @@ import torch
 
 from s5lib import constants
 from s5lib.audio import read_audio
+from s5lib.metrics.naming import NamingError, parse_source_filename
 from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig, synth_config_from_metadata
 
 K = constants.MAX_TARGETS
@@ -210,26 +211,6 @@ class MetadataMixtures(torch.utils.data.Dataset):
         return item
 
 
-def parse_reference_name(stem, mixture_ids, year):
-    """Split an oracle/estimate file stem into (mixture id, slot or None, label).
-
-    2025: ``<mix>_<Label>``; 2026: ``<mix>_<slot>_<Label>``. Mixture ids may contain
-    underscores, so the label is matched from the end and the mixture against ``mixture_ids``.
-    Returns None when the name fits neither.
-    """
-    for label in constants.CLASSES + (constants.SILENCE,):
-        if not stem.endswith("_" + label):
-            continue
-        head = stem[: -len(label) - 1]
-        if year == 2026:
-            mix, _, slot = head.rpartition("_")
-            if mix in mixture_ids and slot.isdigit():
-                return mix, int(slot), label
-        elif head in mixture_ids:
-            return head, None, label
-    return None
-
-
 class PremixedMixtures(torch.utils.data.Dataset):
     """Pre-mixed test set: ``soundscape/<mix>.wav`` plus ``oracle_target/`` references."""
 
@@ -251,12 +232,12 @@ class PremixedMixtures(torch.utils.data.Dataset):
             for f in sorted(os.listdir(rdir)):
                 if not f.endswith(".wav"):
                     continue
-                parsed = parse_reference_name(f[:-4], ids, year)
-                if parsed is None:
-                    raise ValueError(f"{os.path.join(rdir, f)}: name fits no mixture/label scheme")
-                mix, slot, label = parsed
-                self.refs[mix].append((slot if slot is not None else len(self.refs[mix]),
-                                       label, os.path.join(rdir, f)))
+                try:
+                    parsed = parse_source_filename(f, ids)
+                except NamingError as err:
+                    raise ValueError(f"{rdir}: {err}") from None
+                slot = parsed.slot if parsed.slot is not None else len(self.refs[parsed.mixture])
+                self.refs[parsed.mixture].append((slot, parsed.label, os.path.join(rdir, f)))
             for n in self.names:
                 self.refs[n].sort()
 
