@@ -1,0 +1,460 @@
+"""A generic trainer shared by tagger and separator training.
+
+The trainer knows nothing about models or data sets: a recipe gives it
+
+* ``model``: any ``torch.nn.Module``;
+* ``train_dataset``: a map-style dataset indexed by sample number (``set_epoch(epoch)`` is called
+  when it exists, so on-the-fly mixtures change every epoch);
+* ``loss_step(model, batch) -> (loss, logs)``: computes the scalar training loss of one batch
+  (already on the device, under autocast when enabled) and a dict of extra scalars to log. Call
+  ``model(...)`` (its forward) rather than sub-modules: under DDP ``model`` is the wrapper and
+  gradients are synchronised through its forward;
+* ``valid_fn(model) -> dict``: the validation metrics, run on rank 0 with the plain model in eval
+  mode under ``torch.no_grad()``; ``config.best_metric`` names the entry that selects
+  ``checkpoint_best.pt`` (``config.best_mode``: ``max`` or ``min``). ``None`` skips validation.
+
+Batches: ``config.batch_size`` is **per process** (per GPU); the global batch of one update is
+``batch_size * world_size`` and is the same set of samples for any number of processes (see
+:mod:`s5lib.train.sampler`), so a 2-process run follows a 1-process run with twice the batch size
+(up to float rounding, and as long as the model has no batch statistics such as BatchNorm).
+
+Resume: when ``exp_dir`` holds a checkpoint (and ``config.resume``), training continues exactly
+where it was saved: same data order, same RNG states, same optimizer and schedule. For bit-exact
+resumption, data sets must draw their randomness from the sample index (as
+:class:`s5lib.data.datasets.OnTheFlyMixtures` does), not from worker-global generators.
+``config.stop_after`` ends a run after that many updates *without* saving, as a kill would (tests).
+"""
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from s5lib.train import checkpoint as ckpt
+from s5lib.train import distributed as distrib
+from s5lib.train.optim import build_optimizer, build_param_groups, describe_param_groups
+from s5lib.train.sampler import StepBatchSampler
+from s5lib.train.schedulers import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """Every result-affecting training setting (the ``train:`` section of a recipe YAML)."""
+    batch_size: int = 8                 # per process (per GPU); global = batch_size * world_size
+    num_workers: int = 0
+    epochs: Optional[int] = None        # stop after this many epochs ...
+    max_steps: Optional[int] = None     # ... or this many updates (the earlier of the two)
+    steps_per_epoch: Optional[int] = None  # default: len(dataset) // global batch
+    shuffle: bool = True
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    amsgrad: bool = False
+    betas: tuple = (0.9, 0.999)
+    param_groups: list = field(default_factory=list)  # see s5lib.train.optim
+    grad_clip: Optional[float] = 0.5    # max gradient norm; None or 0: no clipping
+    scheduler: str = "constant"         # constant | warmup_constant | warmup_cosine
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    precision: str = "bf16"             # bf16 | fp16 | fp32; autocast on GPU only, CPU runs fp32
+    device: str = "auto"                # auto | cpu | cuda
+    log_every: int = 50                 # updates between tensorboard / progress-bar logs
+    valid_every_steps: Optional[int] = None
+    valid_every_epochs: Optional[int] = 1
+    best_metric: Optional[str] = None   # key of valid_fn's dict; None: the first key
+    best_mode: str = "max"
+    early_stop_patience: Optional[int] = None  # validations without improvement before stopping
+    save_every_steps: Optional[int] = None     # also saved after each validation and epoch
+    seed: int = 0
+    resume: bool = True
+    stop_after: Optional[int] = None    # leave after this many updates without saving (tests)
+    find_unused_parameters: bool = False
+    progress: bool = True               # tqdm bar on rank 0
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict; unknown keys are an error naming them."""
+        if isinstance(values, cls):
+            return values
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self):
+        if self.batch_size < 1:
+            raise TrainConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs is None and self.max_steps is None:
+            raise TrainConfigError("set epochs or max_steps (or both)")
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise TrainConfigError(f"precision must be bf16, fp16 or fp32, got {self.precision!r}")
+        if self.best_mode not in ("max", "min"):
+            raise TrainConfigError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+        if self.log_every < 1:
+            raise TrainConfigError(f"log_every must be >= 1, got {self.log_every}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def seed_dataloader_worker(worker_id):
+    """DataLoader ``worker_init_fn``: numpy and python generators follow torch's worker seed."""
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def move_to_device(batch, device):
+    """Tensors inside nested dicts / lists / tuples moved to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(value, device) for value in batch)
+    return batch
+
+
+class Trainer:
+    """Runs ``loss_step`` over the training data with DDP, checkpoints, validation and resume."""
+
+    def __init__(self, model, train_dataset, valid_fn, loss_step, config, exp_dir,
+                 collate_fn=None, dist_info=None):
+        self.config = TrainConfig.from_dict(config)
+        self.exp_dir = exp_dir
+        self.train_dataset = train_dataset
+        self.valid_fn = valid_fn
+        self.loss_step = loss_step
+        self.collate_fn = collate_fn
+        self.dist = dist_info or distrib.init_distributed(self.config.device)
+        self.device = self.dist.device
+        cfg = self.config
+
+        self.global_batch_size = cfg.batch_size * self.dist.world_size
+        if cfg.steps_per_epoch is not None:
+            self.steps_per_epoch = int(cfg.steps_per_epoch)
+        else:
+            self.steps_per_epoch = len(train_dataset) // self.global_batch_size
+            if self.steps_per_epoch == 0:
+                raise TrainConfigError(
+                    f"the training set has {len(train_dataset)} items, fewer than one global batch "
+                    f"({cfg.batch_size} per process x {self.dist.world_size} processes); lower "
+                    "batch_size or set steps_per_epoch")
+        limits = []
+        if cfg.max_steps is not None:
+            limits.append(int(cfg.max_steps))
+        if cfg.epochs is not None:
+            limits.append(int(cfg.epochs) * self.steps_per_epoch)
+        self.total_steps = min(limits)
+
+        self.model = model.to(self.device)
+        param_groups = build_param_groups(self.model, cfg.lr, cfg.weight_decay, cfg.param_groups)
+        self.optimizer = build_optimizer(param_groups, cfg.optimizer, lr=cfg.lr,
+                                         weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad,
+                                         betas=cfg.betas)
+        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.warmup_steps,
+                                         self.total_steps, cfg.min_lr_ratio)
+        on_gpu = self.device.type == "cuda"
+        self.autocast_dtype = None
+        if on_gpu and cfg.precision == "bf16":
+            self.autocast_dtype = torch.bfloat16
+        elif on_gpu and cfg.precision == "fp16":
+            self.autocast_dtype = torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and cfg.precision == "fp16")
+        if self.dist.distributed:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if on_gpu else None,
+                find_unused_parameters=cfg.find_unused_parameters)
+        else:
+            self.train_model = self.model
+
+        # Position: the next update to run is number `step` (0-based), step_in_epoch of epoch.
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.best_value = None
+        self.best_step = None
+        self.validations_since_best = 0
+        self.skipped_updates = 0
+        self.writer = None
+        self.resumed_from = self._resume() if cfg.resume else None
+        if self.resumed_from is None:
+            seed_everything(cfg.seed + 1000003 * self.dist.rank)
+        if self.dist.is_main:
+            for line in describe_param_groups(self.optimizer.param_groups):
+                logger.info("param group %s", line)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self):
+        """The full training state; RNG states are gathered from every rank (collective call)."""
+        rng_states = distrib.all_gather_object(ckpt.capture_rng_state())
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "rng_states": rng_states,
+            "world_size": self.dist.world_size,
+            "global_batch_size": self.global_batch_size,
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "validations_since_best": self.validations_since_best,
+            "skipped_updates": self.skipped_updates,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self, is_best=False):
+        """Checkpoint now (every rank must call it; rank 0 writes)."""
+        state = self.state_dict()
+        if self.dist.is_main:
+            ckpt.save_training_checkpoint(state, self.exp_dir, is_best=is_best)
+        distrib.barrier()
+
+    def _resume(self):
+        state, path = ckpt.load_latest(self.exp_dir) if os.path.isdir(self.exp_dir) else (None, None)
+        if state is None:
+            return None
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ckpt.CheckpointError(f"{path}: the model in this checkpoint does not fit the "
+                                       f"configured model ({err})") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.best_value, self.best_step = state.get("best_value"), state.get("best_step")
+        self.validations_since_best = int(state.get("validations_since_best", 0))
+        self.skipped_updates = int(state.get("skipped_updates", 0))
+        if state.get("global_batch_size") not in (None, self.global_batch_size):
+            logger.warning("%s was trained with a global batch of %s, now %s: the data order and "
+                           "the result will differ from an uninterrupted run", path,
+                           state["global_batch_size"], self.global_batch_size)
+        rng_states = state.get("rng_states") or []
+        if len(rng_states) == self.dist.world_size:
+            ckpt.restore_rng_state(rng_states[self.dist.rank])
+        else:
+            logger.warning("%s holds RNG states of %d processes, this run has %d: generators "
+                           "re-seeded", path, len(rng_states), self.dist.world_size)
+            seed_everything(self.config.seed + 1000003 * self.dist.rank + self.step)
+        if self.dist.is_main:
+            logger.info("resumed from %s at update %d (epoch %d, step %d of %d)", path, self.step,
+                        self.epoch, self.step_in_epoch, self.steps_per_epoch)
+        return path
+
+    # ------------------------------------------------------------------ data
+    def _loader(self):
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(self.epoch)
+        sampler = StepBatchSampler(len(self.train_dataset), self.config.batch_size,
+                                   self.steps_per_epoch, self.epoch, seed=self.config.seed,
+                                   shuffle=self.config.shuffle, rank=self.dist.rank,
+                                   world_size=self.dist.world_size, start_step=self.step_in_epoch)
+        # A private generator, so building the loader never draws from the global torch RNG.
+        generator = torch.Generator().manual_seed(
+            (self.config.seed * 1000003 + self.epoch * 9973 + self.dist.rank) % 2 ** 63)
+        kwargs = {}
+        if self.config.num_workers > 0:
+            kwargs["worker_init_fn"] = seed_dataloader_worker
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
+            collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
+            generator=generator, **kwargs)
+
+    # ------------------------------------------------------------------ one update
+    def _update(self, batch):
+        cfg = self.config
+        batch = move_to_device(batch, self.device)
+        if self.autocast_dtype is not None:
+            autocast = torch.autocast("cuda", dtype=self.autocast_dtype)
+        else:
+            autocast = nullcontext()
+        with autocast:
+            loss, logs = self.loss_step(self.train_model, batch)
+        if not torch.is_tensor(loss) or loss.dim() != 0:
+            raise TypeError("loss_step must return (scalar loss tensor, dict of logs), got loss "
+                            f"{loss!r:.80}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = cfg.grad_clip if cfg.grad_clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
+            self.scaler.step(self.optimizer)
+        else:
+            self.skipped_updates += 1
+            if self.dist.is_main:
+                logger.warning("update %d: gradient norm is %s, update skipped", self.step,
+                               grad_norm.item())
+        self.scaler.update()
+        self.scheduler.step()
+        values = {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float()}
+        for key, value in (logs or {}).items():
+            values[key] = (value.detach().float() if torch.is_tensor(value)
+                           else torch.tensor(float(value)))
+        return values
+
+    # ------------------------------------------------------------------ validation
+    def validate(self):
+        """Run valid_fn on rank 0; returns its metrics on every rank (None without valid_fn)."""
+        if self.valid_fn is None:
+            return None
+        metrics = None
+        if self.dist.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.valid_fn(self.model)
+            self.model.train()
+            if not isinstance(metrics, dict) or not metrics:
+                raise TypeError(f"valid_fn must return a non-empty dict of metrics, got {metrics!r}")
+            metrics = {key: float(value) for key, value in metrics.items()}
+        return distrib.broadcast_object(metrics)
+
+    def _is_better(self, value):
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.config.best_mode == "max" else value < self.best_value
+
+    def _validate_and_save(self):
+        metrics = self.validate()
+        is_best = False
+        if metrics is not None:
+            key = self.config.best_metric or next(iter(metrics))
+            if key not in metrics:
+                raise KeyError(f"best_metric {key!r} is not among the validation metrics "
+                               f"{sorted(metrics)}")
+            is_best = self._is_better(metrics[key])
+            if is_best:
+                self.best_value, self.best_step = metrics[key], self.step
+                self.validations_since_best = 0
+            else:
+                self.validations_since_best += 1
+            if self.dist.is_main:
+                for name, value in metrics.items():
+                    self.writer.add_scalar(f"valid/{name}", value, self.step)
+                shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+                logger.info("validation after update %d (epoch %d): %s%s", self.step, self.epoch,
+                            shown, "  [best]" if is_best else "")
+        self.save(is_best=is_best)
+
+    # ------------------------------------------------------------------ main loop
+    def _open_writer(self):
+        if not self.dist.is_main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        os.makedirs(self.exp_dir, exist_ok=True)
+        # purge_step drops events a killed run logged after its last checkpoint
+        self.writer = SummaryWriter(os.path.join(self.exp_dir, "tensorboard"),
+                                    purge_step=self.step if self.step > 0 else None)
+
+    def _log(self, sums, count, progress):
+        names = sorted(sums)
+        means = distrib.all_reduce_mean(torch.stack([sums[n] for n in names]) / count)
+        if not self.dist.is_main:
+            return
+        values = dict(zip(names, means.tolist()))
+        for name, value in values.items():
+            self.writer.add_scalar(f"train/{name}", value, self.step)
+        for group in self.optimizer.param_groups:
+            self.writer.add_scalar(f"lr/{group.get('name', 'group')}", group["lr"], self.step)
+        if progress is not None:
+            progress.set_postfix(loss=f"{values['loss']:.4g}", epoch=self.epoch)
+
+    def train(self):
+        """Train until ``total_steps``; returns a summary dict."""
+        cfg = self.config
+        self._open_writer()
+        progress = None
+        if self.dist.is_main and cfg.progress:
+            from tqdm import tqdm
+            progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="upd",
+                            dynamic_ncols=True)
+        self.model.train()
+        interrupted = stopped_early = False
+        start_time = time.time()
+        sums, count = {}, 0
+        try:
+            while self.step < self.total_steps and not (interrupted or stopped_early):
+                for batch in self._loader():
+                    values = self._update(batch)
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    end_of_epoch = self.step_in_epoch == self.steps_per_epoch
+                    if end_of_epoch:
+                        self.epoch += 1
+                        self.step_in_epoch = 0
+                    for name, value in values.items():
+                        sums[name] = sums.get(name, 0) + value.to(self.device)
+                    count += 1
+                    if progress is not None:
+                        progress.update(1)
+                    if self.step % cfg.log_every == 0:
+                        self._log(sums, count, progress)
+                        sums, count = {}, 0
+                    if cfg.stop_after is not None and self.step >= cfg.stop_after:
+                        interrupted = True  # like a kill: nothing saved since the last checkpoint
+                        break
+                    finished = self.step >= self.total_steps
+                    validate = (self.valid_fn is not None and (
+                        (cfg.valid_every_steps and self.step % cfg.valid_every_steps == 0)
+                        or (end_of_epoch and cfg.valid_every_epochs
+                            and self.epoch % cfg.valid_every_epochs == 0)
+                        or finished))
+                    if validate:
+                        self._validate_and_save()
+                        if (cfg.early_stop_patience is not None
+                                and self.validations_since_best >= cfg.early_stop_patience):
+                            stopped_early = True
+                            if self.dist.is_main:
+                                logger.info("early stop: %d validations without improvement",
+                                            self.validations_since_best)
+                    elif (finished or end_of_epoch
+                          or (cfg.save_every_steps and self.step % cfg.save_every_steps == 0)):
+                        self.save()
+                    if finished or stopped_early:
+                        break
+        finally:
+            if progress is not None:
+                progress.close()
+            if self.writer is not None:
+                self.writer.flush()
+                self.writer.close()
+        summary = {"step": self.step, "epoch": self.epoch, "best_value": self.best_value,
+                   "best_step": self.best_step, "interrupted": interrupted,
+                   "stopped_early": stopped_early, "skipped_updates": self.skipped_updates,
+                   "seconds": time.time() - start_time}
+        if self.dist.is_main:
+            logger.info("training %s at update %d: %s",
+                        "interrupted" if interrupted else "finished", self.step, summary)
+        return summary
