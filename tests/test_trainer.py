@@ -299,5 +299,24 @@ def test_trainer_applies_schedule_and_groups(tmp_path):
     assert lrs["0:3\\."] == pytest.approx(1e-3 * 0.75)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_gpu_autocast_precisions(tmp_path, precision):
+    seen = []
+
+    def step(model, batch):
+        seen.append((batch["x"].device.type, torch.is_autocast_enabled("cuda")))
+        return mse_step(model, batch)
+
+    config = base_config(max_steps=3, device="cuda", precision=precision)
+    trainer = Trainer(make_model(), IndexedRandomData(), None, step, config, str(tmp_path))
+    summary = trainer.train()
+    assert summary["skipped_updates"] == 0
+    assert seen == [("cuda", precision != "fp32")] * 3
+    weights = _weights(str(tmp_path))
+    initial = make_model().state_dict()
+    assert all(torch.isfinite(v).all() and not torch.equal(v, initial[k]) for k, v in weights.items())
+
+
 if __name__ == "__main__":
     _ddp_worker(sys.argv[1])
