@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from s5lib.constants import CLASSES, SILENCE_INDEX
 from s5lib.models.checkpoints import (CheckpointError, compare_state_dict, read_reference_tsv,
                                       reference_parameter_count, unique_parameter_count)
-from s5lib.models.m2d import (M2DConfig, M2DEncoder, layerwise_lr_groups, load_m2d_pth,
-                              load_pretrained_sed, mel_filterbank)
+from s5lib.models.m2d import (M2DConfig, M2DEncoder, load_m2d_pth, load_pretrained_sed,
+                              mel_filterbank)
 from s5lib.models.tagger import (SLOT_CLASSES, M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
                                  SEDTagger, decode_multilabel, decode_slots, load_tagger_checkpoint,
                                  multihot_to_labels, multilabel_bce, pit_slot_ce, sed_loss,
@@ -157,14 +157,16 @@ def test_long_input_is_encoded_in_chunks():
         encoder.encode_grid(torch.randn(1, 1, 31, 64))
 
 
-def test_layerwise_lr_groups_cover_encoder():
-    encoder = M2DEncoder(tiny_cfg())
-    groups = layerwise_lr_groups(encoder, base_lr=1.0, decay=0.5)
-    assert [g["lr"] for g in groups] == [0.25, 0.5]
-    grouped = {id(p) for g in groups for p in g["params"]}
-    expected = {id(p) for n, p in encoder.named_parameters() if n != "backbone.norm_stats"}
-    assert grouped == expected
-    assert id(encoder.backbone.norm.weight) in {id(p) for p in groups[-1]["params"]}
+def test_key_names_fit_the_trainers_layer_decay():
+    """s5lib.train.optim owns layer-wise lr decay; it finds our blocks and embeddings by name."""
+    from s5lib.train.optim import layer_decay_scale
+    model = SEDTagger(tiny_cfg(depth=3))
+    names = [name for name, _ in model.named_parameters()]
+    assert "model.m2d.backbone.blocks.2.attn.qkv.weight" in names
+    assert layer_decay_scale("model.m2d.backbone.blocks.2.attn.qkv.weight", 0.5, 3) == 0.5
+    assert layer_decay_scale("model.m2d.backbone.blocks.0.mlp.fc1.weight", 0.5, 3) == 0.125
+    assert layer_decay_scale("model.m2d.backbone.pos_embed", 0.5, 3) == 0.0625
+    assert layer_decay_scale("model.m2d.backbone.patch_embed.proj.weight", 0.5, 3) == 0.0625
 
 
 # ----------------------------------------------------------------------------------------------

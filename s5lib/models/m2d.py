@@ -467,30 +467,6 @@ class M2DEncoder(nn.Module):
         frames = grid.flatten(2)
         return (frames, hidden) if return_hidden else frames
 
-    # -- training helpers -----------------------------------------------------------------------
-    def layer_parameter_groups(self):
-        """Encoder parameters in depth groups, input side first, for layer-wise lr decay.
-
-        Group 0 = class token, position embedding, patch embedding and block 0; group i = block i;
-        the final norm joins the last block's group (CP-JKU's grouping). ``norm_stats`` is left out.
-        """
-        groups = [[] for _ in range(self.cfg.depth)]
-        backbone = self.backbone
-        groups[0] += [backbone.cls_token, backbone.pos_embed, *backbone.patch_embed.parameters()]
-        for index, block in enumerate(backbone.blocks):
-            groups[index].extend(block.parameters())
-        groups[-1].extend(backbone.norm.parameters())
-        return groups
-
-
-def layerwise_lr_groups(encoder, base_lr, decay):
-    """Optimizer param groups with layer-wise lr decay: the last group gets ``base_lr * decay``,
-    the one before ``base_lr * decay**2``, ..., the input group ``base_lr * decay**depth``."""
-    groups = encoder.layer_parameter_groups()
-    depth = len(groups)
-    return [{"params": params, "lr": base_lr * decay ** (depth - index)}
-            for index, params in enumerate(groups)]
-
 
 # ----------------------------------------------------------------------------------------------
 # Checkpoint loaders
