@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from s5lib import constants
 from s5lib.data.datasets import OnTheFlyMixtures
-from s5lib.data.gpu_synth import (OnTheFlyRawMixtures, bank_ir_length, fast_fft_length,
-                                  prepare_raw, raw_to_tensors, render_batch, synthesize_batch)
+from s5lib.data.gpu_synth import (OnTheFlyRawMixtures, bank_ir_length, collate_raw,
+                                  fast_fft_length, prepare_raw, raw_to_tensors, render_batch,
+                                  synthesize_batch)
 from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig, SynthesisError
 
 TOL = 1e-5  # of full scale
@@ -28,7 +29,7 @@ def bank(bank_root):
 
 def render_on_device(synth, metas, with_wet=True):
     ir_length = bank_ir_length(synth.bank, synth.cfg.sample_rate)
-    batch = default_collate([raw_to_tensors(prepare_raw(synth, m, ir_length)) for m in metas])
+    batch = collate_raw([raw_to_tensors(prepare_raw(synth, m, ir_length)) for m in metas])
     return render_batch(batch, with_wet=with_wet), batch
 
 
@@ -91,6 +92,29 @@ def test_geometry_peak_and_ref_db_override(bank):
             assert max_abs(out["references"][b, k], target.reference) <= TOL
 
 
+def test_batch_without_events(bank):
+    """Only background: no FFT at all, the mixture is the scaled background."""
+    synth = FoaSynthesizer(bank, SynthConfig(year=2026))
+    metas = [synth.sample_metadata(np.random.default_rng(s), n_targets=0, n_interferers=0)
+             for s in range(2)]
+    out, batch = render_on_device(synth, metas)
+    assert batch["raw_sources"].shape[0] == 0 and batch["raw_item"].shape == (0,)
+    for b, meta in enumerate(metas):
+        assert max_abs(out["mixture"][b], synth.render(meta).mixture) <= TOL
+    assert torch.all(out["references"] == 0) and torch.all(out["wet"] == 0)
+
+
+def test_empty_slots_do_not_travel(bank):
+    synth = FoaSynthesizer(bank, SynthConfig(year=2025))
+    metas = [synth.sample_metadata(np.random.default_rng(s), n_targets=t, n_interferers=i)
+             for s, (t, i) in enumerate([(1, 2), (3, 0), (2, 1)])]
+    _, batch = render_on_device(synth, metas)
+    assert batch["raw_item"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert batch["raw_slot"].tolist() == [0, 3, 4, 0, 1, 2, 0, 1, 3]
+    assert batch["raw_slot_used"].shape == (3, 5)
+    assert batch["raw_irs"].shape[:2] == (9, 4)
+
+
 def test_detects_a_wrong_level(bank):
     """The comparison can fail: a 0.1 dB error in one SNR is well above the tolerance."""
     synth = FoaSynthesizer(bank, SynthConfig(year=2026))
@@ -98,7 +122,7 @@ def test_detects_a_wrong_level(bank):
     ir_length = bank_ir_length(bank, synth.cfg.sample_rate)
     raw = prepare_raw(synth, meta, ir_length)
     raw["raw_level_db"][0] += 0.1
-    out = render_batch(default_collate([raw_to_tensors(raw)]))
+    out = render_batch(collate_raw([raw_to_tensors(raw)]))
     assert max_abs(out["mixture"][0], synth.render(meta).mixture) > TOL
 
 
@@ -126,7 +150,8 @@ def test_dataset_matches_cpu_dataset_and_is_worker_independent(bank_root):
     cpu_ds = OnTheFlyMixtures(bank_root, "train", cfg, return_wet=True, **kwargs)
 
     def collect(num_workers):
-        loader = DataLoader(raw_ds, batch_size=2, num_workers=num_workers)
+        loader = DataLoader(raw_ds, batch_size=2, num_workers=num_workers,
+                            collate_fn=raw_ds.collate_fn)
         return list(loader)
 
     serial, parallel = collect(0), collect(2)
@@ -138,7 +163,7 @@ def test_dataset_matches_cpu_dataset_and_is_worker_independent(bank_root):
 
     first = synthesize_batch(serial[0], with_wet=True)
     assert not any(key.startswith("raw_") for key in first)
-    expected = default_collate([cpu_ds[0], cpu_ds[1]])
+    expected = torch.utils.data.default_collate([cpu_ds[0], cpu_ds[1]])
     assert first.keys() == expected.keys()
     for key, value in expected.items():
         if key in ("mixture", "references", "wet", "mixture2", "references2", "wet2"):

@@ -17,6 +17,11 @@ FFT rounding (well under 1e-5 of full scale; ``tests/test_gpu_synth.py`` checks 
 
 Design choices (all follow SPEC §3/§6 as implemented by the CPU synthesizer):
 
+* **Only present events travel.** A raw item lists its ``T`` events (targets first, in metadata
+  order, then interferers); :func:`collate_raw` concatenates the events of a batch into flat
+  arrays and records the item each came from. Empty slots (on average a third of the 5 slots
+  of a training mixture) cost neither transfer nor FFTs. Use ``collate_fn=collate_raw`` (also
+  ``OnTheFlyRawMixtures.collate_fn``) in the DataLoader.
 * **Placement before the convolution.** The worker writes each dry source at its onset into an
   ``N``-sample buffer (``raw_sources``), so the convolution output is already placed and only
   needs cutting at ``N``. One FFT length ``M >= N + L - 1`` (``L`` = longest room response of
@@ -24,7 +29,9 @@ Design choices (all follow SPEC §3/§6 as implemented by the CPU synthesizer):
   full convolution (tail included) lies inside the ``M`` samples: its mean power is the sum of
   squares over ``M`` divided by ``4 * (len(x) + len(h) - 1)``, as on the CPU. ``M`` is the next
   2-3-5-7-smooth length (fast for cuFFT and pocketfft). Samples outside
-  ``[onset, onset + len(x) + len(h) - 1)`` are set to exact zeros, as on the CPU.
+  ``[onset, onset + len(x) + len(h) - 1)`` are set to zero, as on the CPU. (The price: every
+  FFT is ``N + L`` long, also for short events, which is why this path is slower than the CPU
+  synthesizer when run on a CPU; it is meant for GPUs.)
 * **References as a fifth filter channel.** The reference filter (channel-0 response kept on
   ``[peak - 192, peak + 1600)``, the exact rule of ``FoaSynthesizer._reference_window``) is
   built on the device from channel 0 and the span ``raw_ref_span`` that the worker found, so it
@@ -33,29 +40,34 @@ Design choices (all follow SPEC §3/§6 as implemented by the CPU synthesizer):
   applied in the worker), the power is accumulated in float64 and the gain cast to float32
   before the multiplication, like the CPU synthesizer. The background gain uses the float32 mean
   of squares of the crop, as on the CPU.
-* **Slots.** Events occupy ``E = 3 + max interferers`` slots: slots 0..2 hold the targets in
-  metadata order (slot k is target k of the item), the next slots the interferers. Empty slots
-  have gain 0 and add exact zeros, so summing background, then the slots in order, reproduces
-  the CPU order (background, targets, interferers).
+* **Slots and summation order.** Each event has a slot: 0..2 for the targets (slot k is target
+  k of the item), 3.. for the interferers. The rendered events are scattered into a dense
+  (B, E, 5, N) array (unique indices, so deterministic) and the mixture is the background plus
+  the slots in order, which is the CPU order (background, targets, interferers); empty slots add
+  exact zeros.
 
 A raw item holds every non-audio field of a :mod:`s5lib.data.datasets` item (``label_index``,
 ``slot_onehot``, ``active``, ``onset``, ``position``, ...) plus the ``raw_*`` keys below;
 :func:`synthesize_batch` turns a collated raw batch into a batch in the usual item format.
 
-=====================  ==============  =================================================
-raw key                shape           meaning
-=====================  ==============  =================================================
-raw_sources            (E, N) float32  peak-normalised mono source placed at its onset
-raw_irs                (E, 4, L)       room response of the event (zero-padded to L)
-raw_ref_span           (E, 2) long     [first, end) of the reference window in raw_irs
-raw_onset              (E,) long       onset sample
-raw_full_length        (E,) long       len(x) + len(h) - 1 (0 in empty slots)
-raw_level_db           (E,) float64    ref_db + snr of the event
-raw_present            (E,) bool       slot holds an event
-raw_background         (4, N) float32  background crop, tiled/repeated, not scaled
-raw_background_db      () float64      ref_db + snr of the background
-raw_background_present () bool         the mixture has a background
-=====================  ==============  =================================================
+======================  ===============  ================================================
+raw key (per item)      shape            meaning
+======================  ===============  ================================================
+raw_sources             (T, N) float32   peak-normalised mono source placed at its onset
+raw_irs                 (T, 4, L)        room response of the event (zero-padded to L)
+raw_ref_span            (T, 2) long      [first, end) of the reference window in raw_irs
+raw_onset               (T,) long        onset sample
+raw_full_length         (T,) long        len(x) + len(h) - 1
+raw_level_db            (T,) float64     ref_db + snr of the event
+raw_slot                (T,) long        slot of the event (targets 0..2, then interferers)
+raw_slot_used           (E,) bool        which slots hold an event (its length gives E)
+raw_background          (4, N) float32   background crop, tiled/repeated, not scaled
+raw_background_db       () float64       ref_db + snr of the background
+raw_background_present  () bool          the mixture has a background
+======================  ===============  ================================================
+
+:func:`collate_raw` concatenates the (T, ...) keys over the batch and adds ``raw_item`` (T,),
+the batch row of each event; every other key is stacked as by ``default_collate``.
 
 Limits (a clear :class:`~s5lib.data.synth.SynthesisError` otherwise; use the CPU synthesizer
 for such metadata): at most one background event, at most ``E`` events, and every event must
@@ -65,16 +77,17 @@ import math
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from s5lib import constants
 from s5lib.audio import AudioError
 from s5lib.data.datasets import K, OnTheFlyMixtures, frame_activity, pack_targets
 from s5lib.data.synth import FoaSynthesizer, SynthesisError
 
-RAW_KEYS = ("raw_sources", "raw_irs", "raw_ref_span", "raw_onset", "raw_full_length",
-            "raw_level_db", "raw_present", "raw_background", "raw_background_db",
-            "raw_background_present")
-N_FILTERS = constants.N_FOA_CHANNELS + 1  # 4 FOA channels + the reference filter
+EVENT_KEYS = ("raw_sources", "raw_irs", "raw_ref_span", "raw_onset", "raw_full_length",
+              "raw_level_db", "raw_slot")
+ITEM_RAW_KEYS = ("raw_slot_used", "raw_background", "raw_background_db", "raw_background_present")
+RAW_KEYS = EVENT_KEYS + ITEM_RAW_KEYS + ("raw_item",)  # raw_item: added by collate_raw
 
 
 def fast_fft_length(n):
@@ -154,7 +167,7 @@ def _background_crop(synth, ev, n):
 
 
 def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_activity_frames=0):
-    """Everything :func:`render_batch` needs to render ``metadata``, as fixed-size numpy arrays.
+    """Everything :func:`render_batch` needs to render ``metadata``, as numpy arrays.
 
     Args:
         synth: the CPU synthesizer of the rule set (its bank and config are used, not its FFTs).
@@ -163,8 +176,8 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
         n_events: event slots ``E`` (default :func:`default_n_events`).
         n_activity_frames: also return the (18, F) ``activity`` map when > 0.
     Returns:
-        dict of numpy arrays: the ``raw_*`` keys of the module docstring plus the non-audio
-        item fields of :func:`s5lib.data.datasets.pack_targets` (no ``references``).
+        dict of numpy arrays: the per-item ``raw_*`` keys of the module docstring plus the
+        non-audio item fields of :func:`s5lib.data.datasets.pack_targets` (no ``references``).
     """
     cfg, bank = synth.cfg, synth.bank
     sr, n = cfg.sample_rate, cfg.n_samples
@@ -181,18 +194,20 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
         raise SynthesisError(f"{room}: metadata has {len(interferers)} interferers, device synthesis "
                              f"was set up for at most {n_events - K} (raise n_events)")
 
+    events = list(enumerate(fg)) + [(K + i, ev) for i, ev in enumerate(interferers)]
+    n_present = len(events)
     raw = {
-        "raw_sources": np.zeros((n_events, n), dtype=np.float32),
-        "raw_irs": np.zeros((n_events, constants.N_FOA_CHANNELS, ir_length), dtype=np.float32),
-        "raw_ref_span": np.zeros((n_events, 2), dtype=np.int64),
-        "raw_onset": np.zeros(n_events, dtype=np.int64),
-        "raw_full_length": np.zeros(n_events, dtype=np.int64),
-        "raw_level_db": np.zeros(n_events, dtype=np.float64),
-        "raw_present": np.zeros(n_events, dtype=bool),
+        "raw_sources": np.zeros((n_present, n), dtype=np.float32),
+        "raw_irs": np.zeros((n_present, constants.N_FOA_CHANNELS, ir_length), dtype=np.float32),
+        "raw_ref_span": np.zeros((n_present, 2), dtype=np.int64),
+        "raw_onset": np.zeros(n_present, dtype=np.int64),
+        "raw_full_length": np.zeros(n_present, dtype=np.int64),
+        "raw_level_db": np.zeros(n_present, dtype=np.float64),
+        "raw_slot": np.array([slot for slot, _ in events], dtype=np.int64),
+        "raw_slot_used": np.zeros(n_events, dtype=bool),
     }
-    slots = list(enumerate(fg)) + [(K + i, ev) for i, ev in enumerate(interferers)]
     onsets, offsets, positions = [], [], []
-    for slot, ev in slots:
+    for row, (slot, ev) in enumerate(events):
         x, frames = _dry_source(synth, ev)
         idx = synth._position_index(room, cart, raw_pos, ev["event_position"])
         ir = bank.room_ir(room, idx, sr)
@@ -206,17 +221,17 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
             raise SynthesisError(f"{ev['source_file']}: event at {ev['event_time']} s for "
                                  f"{ev['event_duration']} s ends after the mixture end; device "
                                  "synthesis needs events inside the mixture (use CPU synthesis)")
-        raw["raw_sources"][slot, onset:onset + x.shape[0]] = x
-        raw["raw_irs"][slot, :, :ir.shape[1]] = ir
-        raw["raw_onset"][slot] = onset
-        raw["raw_full_length"][slot] = x.shape[0] + ir.shape[1] - 1
-        raw["raw_level_db"][slot] = cfg.ref_db + float(ev["snr"])
-        raw["raw_present"][slot] = True
+        raw["raw_sources"][row, onset:onset + x.shape[0]] = x
+        raw["raw_irs"][row, :, :ir.shape[1]] = ir
+        raw["raw_onset"][row] = onset
+        raw["raw_full_length"][row] = x.shape[0] + ir.shape[1] - 1
+        raw["raw_level_db"][row] = cfg.ref_db + float(ev["snr"])
+        raw["raw_slot_used"][slot] = True
         if slot < K:
             delay = None if delays is None else float(delays[idx])
             nonzero = np.flatnonzero(synth._reference_window(ir[0], delay))
             if nonzero.size:  # the window is ir[0] on [first, end) and 0 elsewhere
-                raw["raw_ref_span"][slot] = (nonzero[0], nonzero[-1] + 1)
+                raw["raw_ref_span"][row] = (nonzero[0], nonzero[-1] + 1)
             onsets.append(onset)
             offsets.append(min(onset + frames, n))
             positions.append(cart[idx])
@@ -244,8 +259,40 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
 
 
 def raw_to_tensors(raw):
-    """numpy arrays -> torch tensors (shared memory, no copy)."""
+    """numpy arrays -> torch tensors (no copy)."""
     return {key: torch.from_numpy(np.asarray(value)) for key, value in raw.items()}
+
+
+def _concatenate(tensors):
+    """``torch.cat`` along dim 0; inside a DataLoader worker straight into shared memory (as
+    ``default_collate`` does for stacked keys), which saves a copy when the batch is sent."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.cat(tensors)
+    shape = (sum(t.shape[0] for t in tensors),) + tuple(tensors[0].shape[1:])
+    numel = math.prod(shape)
+    storage = tensors[0]._typed_storage()._new_shared(numel, device=tensors[0].device)
+    out = tensors[0].new(storage).resize_(shape)
+    return torch.cat(tensors, out=out)
+
+
+def collate_raw(items):
+    """Batch raw items: event keys are concatenated (plus ``raw_item``), the rest stacked.
+
+    Also handles MixIT pairs (the same keys with a ``2`` suffix).
+    """
+    items = list(items)
+    batch = {}
+    for suffix in ("", "2"):
+        if "raw_sources" + suffix not in items[0]:
+            continue
+        for key in EVENT_KEYS:
+            batch[key + suffix] = _concatenate([item[key + suffix] for item in items])
+        counts = torch.tensor([len(item["raw_slot" + suffix]) for item in items])
+        batch["raw_item" + suffix] = torch.repeat_interleave(torch.arange(len(items)), counts)
+    event_keys = set(batch)
+    rest = [{key: value for key, value in item.items() if key not in event_keys} for item in items]
+    batch.update(default_collate(rest))
+    return batch
 
 
 class OnTheFlyRawMixtures(OnTheFlyMixtures):
@@ -253,10 +300,11 @@ class OnTheFlyRawMixtures(OnTheFlyMixtures):
 
     Same arguments, same metadata for the same (seed, epoch, index, stream), so a model trained
     with device synthesis sees the same mixtures as with CPU synthesis. Items hold the raw keys
-    (see the module docstring); pass collated batches through :func:`synthesize_batch` on the
-    device. ``return_wet`` is remembered for :func:`synthesize_batch` callers
-    (``with_wet=dataset.return_wet``); the wet images are rendered on the device.
+    (see the module docstring); batch them with ``collate_fn=OnTheFlyRawMixtures.collate_fn``
+    and pass the batches through :func:`synthesize_batch` on the device. ``return_wet`` is kept
+    for the caller (``synthesize_batch(batch, with_wet=dataset.return_wet)``).
     """
+    collate_fn = staticmethod(collate_raw)
 
     def __init__(self, *args, n_events=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -283,79 +331,93 @@ class OnTheFlyRawMixtures(OnTheFlyMixtures):
 def _check_raw(raw):
     missing = [key for key in RAW_KEYS if key not in raw]
     if missing:
-        raise KeyError(f"raw batch lacks {', '.join(missing)} (build it with prepare_raw)")
-    src, irs = raw["raw_sources"], raw["raw_irs"]
-    if src.dim() != 3 or irs.dim() != 4 or irs.shape[:2] != src.shape[:2] \
-            or irs.shape[2] != constants.N_FOA_CHANNELS:
-        raise ValueError(f"raw batch: raw_sources must be (B, E, N) and raw_irs (B, E, 4, L), "
-                         f"got {tuple(src.shape)} and {tuple(irs.shape)}")
+        raise KeyError(f"raw batch lacks {', '.join(missing)} (build it with prepare_raw + collate_raw)")
+    src, irs, bg = raw["raw_sources"], raw["raw_irs"], raw["raw_background"]
+    if src.dim() != 2 or irs.dim() != 3 or irs.shape[0] != src.shape[0] \
+            or irs.shape[1] != constants.N_FOA_CHANNELS or bg.dim() != 3 or bg.shape[2] != src.shape[1]:
+        raise ValueError(f"raw batch: raw_sources must be (T, N), raw_irs (T, 4, L) and "
+                         f"raw_background (B, 4, N), got {tuple(src.shape)}, {tuple(irs.shape)} "
+                         f"and {tuple(bg.shape)} (was it batched with collate_raw?)")
+
+
+def _gain(level_db, power, ok):
+    """float32 gain bringing ``power`` to ``level_db`` (0 where not ``ok``), computed in float64."""
+    target = torch.pow(10.0, level_db.double() / 10.0)
+    gain = torch.sqrt(target / power.double().clamp_min(1e-300))
+    return torch.where(ok, gain, torch.zeros_like(gain)).float()
+
+
+def render_events(raw):
+    """Convolve, scale, place and cut every event of a collated batch.
+
+    Returns (T, 5, N) float32: the 4-channel wet image and the channel-0 reference of each
+    event, placed at its onset and cut at N (zero outside ``[onset, onset + full length)``).
+    """
+    sources, irs = raw["raw_sources"], raw["raw_irs"]
+    n = sources.shape[-1]
+    ir_length = irs.shape[-1]
+    device = sources.device
+    fft_length = fast_fft_length(n + ir_length - 1)
+
+    # filters: 4 FOA channels + the channel-0 response kept on the reference window
+    span = raw["raw_ref_span"]
+    taps = torch.arange(ir_length, device=device)
+    in_window = (taps >= span[:, :1]) & (taps < span[:, 1:])  # (T, L)
+    reference_filter = irs[:, 0] * in_window
+    filters = torch.cat([irs, reference_filter[:, None]], dim=1)  # (T, 5, L)
+
+    spectrum = torch.fft.rfft(sources, n=fft_length)[:, None] * torch.fft.rfft(filters, n=fft_length)
+    images = torch.fft.irfft(spectrum, n=fft_length)  # (T, 5, M): placed full convolutions
+    del spectrum
+
+    # level rule: mean power of the 4-channel wet event over its full convolution length
+    full_length = raw["raw_full_length"]
+    energy = torch.sum(images[:, :constants.N_FOA_CHANNELS].square(), dim=(-2, -1), dtype=torch.float64)
+    power = energy / (constants.N_FOA_CHANNELS * full_length.clamp_min(1))
+    gain = _gain(raw["raw_level_db"], power, power > 0)
+
+    # cut at N, scale, and zero outside [onset, onset + full length)
+    onset = raw["raw_onset"]
+    t = torch.arange(n, device=device)
+    support = (t >= onset[:, None]) & (t < (onset + full_length)[:, None])
+    scale = support.float() * gain[:, None]  # (T, N): the gain inside the support, else 0
+    return images[..., :n] * scale[:, None]  # one pass over the images
 
 
 def render_batch(raw, with_wet=False):
-    """Render a collated batch of raw items on the device the tensors live on.
+    """Render a batch made by :func:`collate_raw` on the device its tensors live on.
 
     Args:
-        raw: dict with the ``raw_*`` keys, batched (leading dimension B), on any device.
+        raw: dict with the ``raw_*`` keys (all on one device).
         with_wet: also return the targets' wet images.
     Returns:
         dict: ``mixture`` (B, 4, N), ``references`` (B, 3, N) and, with ``with_wet``,
         ``wet`` (B, 3, 4, N), all float32 (zeros in empty target slots).
     """
     _check_raw(raw)
-    sources, irs = raw["raw_sources"].float(), raw["raw_irs"].float()
-    batch, n_events, n = sources.shape
-    ir_length = irs.shape[-1]
-    device = sources.device
-    fft_length = fast_fft_length(n + ir_length - 1)
-
-    # filters: 4 FOA channels + the channel-0 response kept on the reference window
-    span = raw["raw_ref_span"].to(device)
-    taps = torch.arange(ir_length, device=device)
-    in_window = (taps >= span[..., :1]) & (taps < span[..., 1:])  # (B, E, L)
-    reference_filter = torch.where(in_window, irs[:, :, 0], torch.zeros((), device=device))
-    filters = torch.cat([irs, reference_filter[:, :, None]], dim=2)  # (B, E, 5, L)
-
-    spectrum = torch.fft.rfft(sources, n=fft_length)[:, :, None] * torch.fft.rfft(filters, n=fft_length)
-    images = torch.fft.irfft(spectrum, n=fft_length)  # (B, E, 5, M): placed full convolutions
-    del spectrum
-
-    # level rule: mean power of the 4-channel wet event over its full convolution length
-    present = raw["raw_present"].to(device)
-    full_length = raw["raw_full_length"].to(device)
-    energy = torch.sum(images[:, :, :constants.N_FOA_CHANNELS].square(), dim=(-2, -1),
-                       dtype=torch.float64)
-    power = energy / (constants.N_FOA_CHANNELS * full_length.clamp_min(1)).double()
-    target_power = torch.pow(10.0, raw["raw_level_db"].to(device).double() / 10.0)
-    ok = present & (power > 0)
-    gain = torch.where(ok, torch.sqrt(target_power / power.clamp_min(1e-300)),
-                       torch.zeros((), dtype=torch.float64, device=device)).float()
-
-    # cut at N, scale, and keep exact zeros outside [onset, onset + full length)
-    onset = raw["raw_onset"].to(device)
-    t = torch.arange(n, device=device)
-    support = (t >= onset[..., None]) & (t < (onset + full_length)[..., None]) & ok[..., None]
-    placed = torch.where(support[:, :, None], images[..., :n] * gain[:, :, None, None],
-                         torch.zeros((), device=device))  # (B, E, 5, N)
-    del images
-
     background = raw["raw_background"].float()
-    bg_power = torch.mean(background.square(), dim=(-2, -1)).double()
-    bg_target = torch.pow(10.0, raw["raw_background_db"].to(device).double() / 10.0)
-    bg_ok = raw["raw_background_present"].to(device) & (bg_power > 0)
-    bg_gain = torch.where(bg_ok, torch.sqrt(bg_target / bg_power.clamp_min(1e-300)),
-                          torch.zeros((), dtype=torch.float64, device=device)).float()
-    mixture = background * bg_gain[:, None, None]
-    for slot in range(n_events):  # CPU order: background, targets, interferers
-        mixture = mixture + placed[:, slot, :constants.N_FOA_CHANNELS]
+    batch, channels, n = background.shape
+    n_slots = raw["raw_slot_used"].shape[-1]
 
-    out = {"mixture": mixture, "references": placed[:, :K, constants.N_FOA_CHANNELS].contiguous()}
+    # dense (B, E, 5, N) events; (item, slot) pairs are unique, so the scatter is deterministic
+    dense = background.new_zeros(batch, n_slots, channels + 1, n)
+    if raw["raw_sources"].shape[0]:
+        dense[raw["raw_item"], raw["raw_slot"]] = render_events(raw)
+
+    bg_power = torch.mean(background.square(), dim=(-2, -1))  # float32, as on the CPU
+    bg_gain = _gain(raw["raw_background_db"], bg_power, raw["raw_background_present"] & (bg_power > 0))
+    mixture = background * bg_gain[:, None, None]
+    for slot in range(n_slots):  # CPU order: background, targets, interferers
+        mixture = mixture + dense[:, slot, :channels]
+
+    out = {"mixture": mixture, "references": dense[:, :K, channels].contiguous()}
     if with_wet:
-        out["wet"] = placed[:, :K, :constants.N_FOA_CHANNELS].contiguous()
+        out["wet"] = dense[:, :K, :channels].contiguous()
     return out
 
 
 def synthesize_batch(batch, with_wet=False, device=None, non_blocking=True):
-    """A collated raw batch -> a batch in the :mod:`s5lib.data.datasets` item format.
+    """A raw batch (from :func:`collate_raw`) -> a batch in the :mod:`s5lib.data.datasets` format.
 
     Every tensor is moved to ``device`` (default: where ``raw_sources`` is); the ``raw_*``
     keys are replaced by ``mixture``, ``references`` (and ``wet``); MixIT pairs (keys ending
