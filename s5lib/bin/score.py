@@ -18,7 +18,9 @@ loader does (see :mod:`s5lib.metrics.naming`). ``--probs`` is a 2026 ``eval_resu
 
 Anchors need no estimates: ``--anchor mixture`` uses mixture channel 0 as the estimate for
 every reference label (oracle labels, SDRi 0 by definition); ``--anchor oracle`` uses the
-references themselves. Anchors are reported with ``label_mode: oracle``.
+references themselves; ``--anchor silence`` outputs zeros for every reference label, which
+scores SNR 0 dB and so SDRi = -SNR(mixture, reference): the part of any positive SDRi that a
+system gets for free when the mixture's own SNR is negative. Anchors are reported with ``label_mode: oracle``.
 
 Inputs are checked before anything is scored; every problem found (stray or badly named
 wav, estimate of a mixture not in ``soundscape/``, slot used twice, a class given twice in
@@ -40,6 +42,7 @@ import sys
 from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 from tqdm import tqdm
 
 from s5lib.audio import AudioError, read_audio
@@ -54,7 +57,7 @@ DEFAULTS = {
     "est_dir": None,         # folder of estimate wavs (not needed with --anchor)
     "out_dir": None,         # where the results go
     "probs": None,           # eval_results.json with a probability per estimate (optional)
-    "anchor": None,          # None, "mixture" or "oracle"
+    "anchor": None,          # None, "mixture", "oracle" or "silence"
     "tag": None,             # experiment name in tables (default: anchor_<x> or out_dir name)
     "recipe": None,          # recipe name (default: the egs/<recipe> folder we run in)
     "label_mode": "estimated",  # "estimated" or "oracle" (labels given to the separator)
@@ -64,7 +67,7 @@ DEFAULTS = {
     "si_sdr": True,          # also measure SI-SDR of TP pairs (reported only)
     "plot": True,            # write per_class.png
 }
-ANCHORS = ("mixture", "oracle")
+ANCHORS = ("mixture", "oracle", "silence")
 LABEL_MODES = ("estimated", "oracle")
 MAX_LISTED_PROBLEMS = 200
 
@@ -216,6 +219,9 @@ def score_job(job):
     elif anchor == "oracle":
         ests = [(label, wave, None) for label, wave in refs]
         est_names = ["<oracle>"] * len(refs)
+    elif anchor == "silence":
+        ests = [(label, np.zeros_like(mix0), None) for label, _ in refs]
+        est_names = ["<silence>"] * len(refs)
     else:
         ests = [(label, _read_checked(path, settings["sample_rate"], n_samples,
                                       job["mix_path"], problems), prob)
@@ -244,7 +250,7 @@ def build_jobs(cfg):
     if cfg["label_mode"] not in LABEL_MODES:
         problems.append(f"--label_mode must be one of {LABEL_MODES}, got {cfg['label_mode']!r}")
     if cfg["anchor"] is None and not cfg["est_dir"]:
-        problems.append("--est_dir is required (or use --anchor mixture|oracle)")
+        problems.append("--est_dir is required (or use --anchor mixture|oracle|silence)")
     if cfg["anchor"] is not None and cfg["est_dir"]:
         problems.append("--anchor builds its own estimates; do not give --est_dir")
     if not isinstance(cfg["nj"], int) or cfg["nj"] < 1:
