@@ -390,6 +390,11 @@ class Trainer:
             self.writer.add_scalar(f"lr/{group.get('name', 'group')}", group["lr"], self.step)
         if progress is not None:
             progress.set_postfix(loss=f"{values['loss']:.4g}", epoch=self.epoch)
+        else:  # no progress bar: a readable line in the log instead
+            extra = " ".join(f"{n} {v:.4g}" for n, v in values.items() if n != "loss")
+            logger.info("update %d/%d (epoch %d): loss %.4g lr %.3g %s", self.step,
+                        self.total_steps, self.epoch, values["loss"],
+                        self.optimizer.param_groups[0]["lr"], extra)
 
     def train(self):
         """Train until ``total_steps``; returns a summary dict."""
