@@ -20,6 +20,7 @@ import numpy as np
 
 from s5lib import constants
 from s5lib.audio import write_audio
+from s5lib.bin.common import run_cli
 from s5lib.config import parse_config, save_config
 from s5lib.metrics.naming import source_filename
 
@@ -149,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

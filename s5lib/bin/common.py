@@ -1,0 +1,121 @@
+"""Glue shared by the training and inference entry points (data sets, experiment dirs, logging).
+
+The entry points are where data, models and training meet; the packages themselves do not
+import each other sideways.
+"""
+import json
+import logging
+import os
+import sys
+
+import torch
+import yaml
+
+from s5lib.config import save_config
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def user_errors():
+    """Exception types that describe bad input (printed as one line, no traceback)."""
+    from s5lib.audio import AudioError
+    from s5lib.config import ConfigError
+    from s5lib.data.layout import DataLayoutError
+    from s5lib.data.synth import SynthesisError
+    from s5lib.models.checkpoints import CheckpointError
+    from s5lib.train.checkpoint import CheckpointError as TrainCheckpointError
+    from s5lib.train.trainer import TrainConfigError
+    return (RecipeError, AudioError, ConfigError, DataLayoutError, SynthesisError,
+            CheckpointError, TrainCheckpointError, TrainConfigError, FileNotFoundError)
+
+
+def run_cli(main):
+    """Run an entry point; bad input ends it with ``ERROR: <what is wrong>`` and status 1."""
+    try:
+        main()
+    except user_errors() as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def setup_logging(exp_dir=None, name="train"):
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if exp_dir:
+        os.makedirs(exp_dir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(exp_dir, f"{name}.log")))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def read_dataset_info(path):
+    """The ``dataset.json`` written by stage 1 (paths of the bank, validation list, test set)."""
+    if not path.endswith(".json"):
+        path = os.path.join(path, "dataset.json")
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path}: not found; run stage 1 (data preparation) first")
+    with open(path) as f:
+        info = json.load(f)
+    for key in ("year", "bank_root", "valid_list", "test_dir"):
+        if key not in info:
+            raise RecipeError(f"{path}: missing entry {key!r}")
+    return info
+
+
+def write_experiment_config(cfg, exp_dir, argv=None):
+    """Save the resolved config and a ``run.sh`` that replays the step with it."""
+    os.makedirs(exp_dir, exist_ok=True)
+    save_config(cfg, os.path.join(exp_dir, "config.yaml"))
+    module = sys.modules["__main__"].__spec__.name if getattr(sys.modules["__main__"], "__spec__", None) else "?"
+    with open(os.path.join(exp_dir, "run.sh"), "w") as f:
+        f.write("#!/usr/bin/env bash\n# Replays this step with its resolved config.\n")
+        f.write(f"cd {os.getcwd()!r} && python -m {module} --config {os.path.join(exp_dir, 'config.yaml')!r}\n")
+
+
+def load_experiment(exp_dir, builder, checkpoint="checkpoint_best.pt"):
+    """Rebuild a trained model from its experiment dir (``config.yaml`` + checkpoint)."""
+    cfg_path = os.path.join(exp_dir, "config.yaml")
+    if not os.path.isfile(cfg_path):
+        raise RecipeError(f"{cfg_path}: not found; was the model trained (stage 2/3)?")
+    with open(cfg_path) as f:
+        cfg = yaml.safe_load(f)
+    model_cfg = dict(cfg["model"])
+    for key in ("init_checkpoint", "pretrained_m2d"):  # the trained weights replace them
+        model_cfg.pop(key, None)
+    model = builder(model_cfg)
+    path = os.path.join(exp_dir, checkpoint)
+    if not os.path.isfile(path):
+        path = os.path.join(exp_dir, "checkpoint_last.pt")
+    if not os.path.isfile(path):
+        raise RecipeError(f"{exp_dir}: no checkpoint_best.pt or checkpoint_last.pt")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise RecipeError(f"{path}: does not fit the model in {cfg_path} ({err})") from None
+    model.eval()
+    return model, cfg
+
+
+def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet")):
+    """Cut the same random window out of every waveform of a batch (training on segments).
+
+    The window start comes from the items' indices, so it is reproducible and the same for any
+    number of processes. Returns the batch unchanged when ``seconds`` is empty.
+    """
+    if not seconds:
+        return batch
+    n = int(seconds * sample_rate)
+    total = batch["mixture"].shape[-1]
+    if n >= total:
+        return batch
+    idx = batch["index"].to(torch.int64)
+    starts = (idx * 2654435761 + 12345) % (total - n)
+    out = dict(batch)
+    for key in keys:
+        if key not in batch:
+            continue
+        x = batch[key]
+        out[key] = torch.stack([x[b, ..., s:s + n] for b, s in enumerate(starts.tolist())])
+    return out

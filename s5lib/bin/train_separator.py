@@ -1,0 +1,149 @@
+"""Stage 3: train a label-queried separator (ResUNet / ResUNetK) on on-the-fly FOA mixtures.
+
+    python -m s5lib.bin.train_separator --config conf/separator.yaml --data data \
+        --exp_dir exp/separator_x [--train.max_steps 100 ...]
+
+Training items come from :class:`~s5lib.data.datasets.OnTheFlyMixtures` (seeded per mixture),
+validation replays the fixed validation metadata and reports the mean SDRi with oracle labels
+(``valid_sdri``, the checkpoint selection metric). Queries are the reference labels:
+
+* ``resunetk``: the 3 slots at once (54-d query); loss ``masked_multislot_neg_snr`` (2025
+  baseline) or ``class_aware_pit_neg_snr`` (2026 baseline), or any single-source loss of
+  :mod:`s5lib.losses` applied to active slots;
+* ``resunet``: one random target per mixture (the 2025 ResUNet), a single-source loss.
+
+Mixtures without targets (2026) are skipped by the single-query model and give silent slots
+otherwise.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+
+from s5lib import constants
+from s5lib.bin.common import (run_cli, crop_batch, read_dataset_info, setup_logging,
+                              write_experiment_config)
+from s5lib.config import parse_config
+from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures
+from s5lib.data.synth import SynthConfig
+from s5lib.infer.separate import separate_batch
+from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
+from s5lib.metrics import sdri
+from s5lib.models.factory import build_separator
+from s5lib.train.distributed import init_distributed
+from s5lib.train.trainer import Trainer
+
+logger = logging.getLogger("train_separator")
+
+DEFAULTS = {
+    "data": "data",  # stage-1 output dir (dataset.json)
+    "exp_dir": "exp/separator",
+    "year": None,  # default: the data's year
+    "model": {"type": "resunetk"},
+    "loss": None,  # default: masked_multislot_neg_snr (2025) / class_aware_pit_neg_snr (2026)
+    "loss_kwargs": {},
+    "synth": {},  # SynthConfig overrides for training mixtures (e.g. n_interferers)
+    "epoch_size": 1000,  # on-the-fly mixtures per epoch
+    "segment_seconds": None,  # train on random segments of this length (None: 10 s)
+    "valid_max_mixtures": 50,
+    "valid_batch_size": 4,
+    "train": {"epochs": 1, "batch_size": 4, "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5,
+              "best_metric": "valid_sdri", "best_mode": "max"},
+}
+
+
+def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
+    if kind == "resunet" and loss_name not in SINGLE_SOURCE_LOSSES:
+        raise ValueError(f"the single-query resunet needs a single-source loss "
+                         f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
+    loss_fn = get_loss(loss_name, **loss_kwargs)
+
+    def loss_step(model, batch):
+        batch = crop_batch(batch, segment_seconds, constants.SAMPLE_RATE)
+        mixture, refs, active = batch["mixture"], batch["references"], batch["active"]
+        if kind == "resunet":
+            keep = active.any(dim=1)
+            if not keep.any():
+                return (model(mixture[:1], batch["slot_onehot"][:1, 0]).sum() * 0.0,
+                        {"skipped": 1.0})
+            # one target per mixture, chosen from the item index (reproducible)
+            n_active = active.sum(1).clamp(min=1)
+            slot = (batch["index"] * 7919 + 17) % n_active
+            rows = torch.arange(mixture.shape[0], device=mixture.device)[keep]
+            slot = slot[keep]
+            est = model(mixture[rows], batch["slot_onehot"][rows, slot])[:, 0]
+            loss = loss_fn(est, refs[rows, slot])
+            return loss.mean(), {}
+        query = batch["slot_onehot"].flatten(1)
+        est = model(mixture, query)
+        if loss_name == "masked_multislot_neg_snr":
+            loss = loss_fn(est, refs, active)
+        elif loss_name == "class_aware_pit_neg_snr":
+            loss, _ = loss_fn(est, refs, ref_labels=batch["label_index"])
+        elif loss_name in SINGLE_SOURCE_LOSSES:
+            per_slot = loss_fn(est, refs)
+            loss = (per_slot * active).sum(1) / active.sum(1).clamp(min=1)
+        else:
+            raise ValueError(f"loss {loss_name!r} does not fit label-queried training")
+        return loss.mean(), {}
+
+    return loss_step
+
+
+def make_valid_fn(dataset, batch_size, max_mixtures):
+    n = min(len(dataset), max_mixtures)
+    subset = torch.utils.data.Subset(dataset, list(range(n)))
+
+    def valid_fn(model):
+        device = next(model.parameters()).device
+        scores = []
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
+        for batch in loader:
+            mixture = batch["mixture"].to(device)
+            labels = [[constants.CLASSES[c] for c in row[:int(nt)].tolist()]
+                      for row, nt in zip(batch["label_index"], batch["n_targets"])]
+            estimates = separate_batch(model, mixture, labels)
+            for b, est in enumerate(estimates):
+                values = [float(sdri(e.cpu(), batch["references"][b, k], batch["mixture"][b, 0]))
+                          for k, (_, e) in enumerate(est)]
+                if values:
+                    scores.append(np.mean(values))
+        return {"valid_sdri": float(np.mean(scores)) if scores else 0.0}
+
+    return valid_fn
+
+
+def main(argv=None):
+    cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    info = read_dataset_info(cfg["data"])
+    year = int(cfg["year"] or info["year"])
+    cfg["year"] = year
+    if cfg["loss"] is None:
+        cfg["loss"] = "masked_multislot_neg_snr" if year == 2025 else "class_aware_pit_neg_snr"
+        if cfg["model"].get("type", "resunetk") == "resunet":
+            cfg["loss"] = "neg_snr"
+    dist = init_distributed(cfg["train"].get("device", "auto"))
+    exp_dir = cfg["exp_dir"]
+    setup_logging(exp_dir if dist.is_main else None, "train")
+    if dist.is_main:
+        write_experiment_config(cfg, exp_dir)
+    synth = SynthConfig.from_dict(dict(cfg["synth"], year=year))
+    train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
+                                 epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
+    valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
+    model = build_separator(cfg["model"])
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("separator %s: %s parameters; loss %s; year %d", model.kind, f"{n_params:,}",
+                cfg["loss"], year)
+    trainer = Trainer(model, train_set, make_valid_fn(valid_set, cfg["valid_batch_size"],
+                                                      cfg["valid_max_mixtures"]),
+                      make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"]),
+                      cfg["train"], exp_dir, dist_info=dist)
+    summary = trainer.train()
+    if dist.is_main:
+        logger.info("finished: %s", summary)
+
+
+if __name__ == "__main__":
+    run_cli(main)

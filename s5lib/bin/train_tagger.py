@@ -1,0 +1,111 @@
+"""Stage 2: train an audio tagger (M2D-AT 2025 multi-label, or the 2026 3-slot taggers).
+
+    python -m s5lib.bin.train_tagger --config conf/tagger.yaml --data data --exp_dir exp/tagger_x
+
+Training items are on-the-fly FOA mixtures (seeded per mixture); the 2025 tagger is trained
+with BCE on the multi-hot labels, the 2026 taggers with permutation-invariant slot
+cross-entropy. Validation decodes the fixed validation mixtures and reports the label
+accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
+``checkpoint_best.pt``. Start from a real M2D release with ``--model.pretrained_m2d PATH``
+(and ``--model.trainable head`` for the baseline's first phase).
+"""
+import logging
+
+import numpy as np
+import torch
+
+from s5lib import constants
+from s5lib.bin.common import run_cli, read_dataset_info, setup_logging, write_experiment_config
+from s5lib.config import parse_config
+from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures
+from s5lib.data.synth import SynthConfig
+from s5lib.infer.tag import tag_batch
+from s5lib.metrics import labels_match_multiset, labels_match_set
+from s5lib.models.factory import build_tagger
+from s5lib.models.tagger import multilabel_bce, pit_slot_ce
+from s5lib.train.distributed import init_distributed
+from s5lib.train.trainer import Trainer
+
+logger = logging.getLogger("train_tagger")
+
+DEFAULTS = {
+    "data": "data",
+    "exp_dir": "exp/tagger",
+    "year": None,  # default: the data's year
+    "model": {"type": None},  # default: m2d_2025 (2025) / m2d_2026 (2026)
+    "synth": {},
+    "epoch_size": 1000,
+    "valid_max_mixtures": 100,
+    "valid_batch_size": 8,
+    "decode": {"threshold": 0.5, "min_labels": 1, "max_labels": 3},
+    "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "grad_clip": 0.5,
+              "best_metric": "valid_accuracy", "best_mode": "max"},
+}
+
+
+def make_loss_step(kind):
+    def loss_step(model, batch):
+        logits = model(batch["mixture"])
+        if kind == "m2d_2025":
+            loss = multilabel_bce(logits, batch["label_vector"])
+        else:
+            loss = pit_slot_ce(logits, batch["label_index"])
+        return loss.mean(), {}
+    return loss_step
+
+
+def label_names(batch, b):
+    n = int(batch["n_targets"][b])
+    return [constants.CLASSES[c] for c in batch["label_index"][b, :n].tolist()]
+
+
+def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
+    subset = torch.utils.data.Subset(dataset, list(range(min(len(dataset), max_mixtures))))
+    match = labels_match_set if year == 2025 else labels_match_multiset
+
+    def valid_fn(model):
+        device = next(model.parameters()).device
+        hits = []
+        for batch in torch.utils.data.DataLoader(subset, batch_size=batch_size):
+            predicted = tag_batch(model, batch["mixture"].to(device), **decode)
+            for b, pred in enumerate(predicted):
+                hits.append(match([lbl for lbl, _ in pred], label_names(batch, b)))
+        return {"valid_accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+
+    return valid_fn
+
+
+def main(argv=None):
+    cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    info = read_dataset_info(cfg["data"])
+    year = int(cfg["year"] or info["year"])
+    cfg["year"] = year
+    if not cfg["model"].get("type"):
+        cfg["model"]["type"] = "m2d_2025" if year == 2025 else "m2d_2026"
+    decode = dict(cfg["decode"])
+    if year == 2026:
+        decode["min_labels"] = 0  # 2026 mixtures may hold no target
+        cfg["decode"] = decode
+    dist = init_distributed(cfg["train"].get("device", "auto"))
+    exp_dir = cfg["exp_dir"]
+    setup_logging(exp_dir if dist.is_main else None, "train")
+    if dist.is_main:
+        write_experiment_config(cfg, exp_dir)
+    synth = SynthConfig.from_dict(dict(cfg["synth"], year=year))
+    train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
+                                 epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
+    valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
+    model = build_tagger(cfg["model"])
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
+    trainer = Trainer(model, train_set,
+                      make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
+                                    year, decode),
+                      make_loss_step(model.kind), cfg["train"], exp_dir, dist_info=dist)
+    summary = trainer.train()
+    if dist.is_main:
+        logger.info("finished: %s", summary)
+
+
+if __name__ == "__main__":
+    run_cli(main)
