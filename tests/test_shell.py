@@ -290,7 +290,7 @@ def recipe(tmp_path):
 
 
 def test_setup_makes_a_recipe_with_shared_links(recipe):
-    for name in ("path.sh", "cmd.sh", "stages.sh"):
+    for name in ("path.sh", "cmd.sh", "stages.sh", "steps"):
         assert (recipe / name).is_symlink()
         assert (recipe / name).resolve() == TEMPLATE / name
     assert (recipe / "utils").resolve() == UTILS
@@ -305,11 +305,13 @@ def test_setup_refuses_a_non_empty_directory(recipe, tmp_path):
     assert "not empty" in result.stderr
 
 
-def test_new_recipe_says_unimplemented_stages_clearly(recipe):
+def test_recipe_without_steps_says_unimplemented_stages_clearly(recipe):
+    (recipe / "steps").unlink()  # a recipe that opts out of the shared steps
     result = run(["./run.sh", "--stage", "2", "--stop_stage", "2"], recipe, check_rc=2)
-    assert "Stage 2 (tagger training): not implemented yet for this recipe (see issue #5)" in result.stderr
+    assert ("Stage 2 (tagger training): not implemented for this recipe "
+            "(no local/stage2.sh or steps/stage2.sh)") in result.stderr
     result = run(["./run.sh", "--stage", "5", "--stop_stage", "5"], recipe, check_rc=2)
-    assert "Stage 5 (scoring): not implemented yet" in result.stderr
+    assert "Stage 5 (scoring): not implemented" in result.stderr
 
 
 def test_new_recipe_help_and_option_errors(recipe):
@@ -320,9 +322,12 @@ def test_new_recipe_help_and_option_errors(recipe):
     assert "true or false" in run(["./run.sh", "--force", "yes"], recipe, check_rc=1).stderr
 
 
-def test_template_itself_is_runnable():
-    result = run(["./run.sh", "--stage", "3", "--stop_stage", "3"], TEMPLATE, check_rc=2)
-    assert "Stage 3 (separator training): not implemented yet" in result.stderr
+def test_template_itself_is_runnable(tmp_path):
+    # the shared step runs and stops with a clear message when stage 1 has not been run
+    result = run(["./run.sh", "--stage", "3", "--stop_stage", "3", "--data_dir",
+                  str(tmp_path / "nodata"), "--exp_dir", str(tmp_path / "exp")], TEMPLATE, check_rc=1)
+    assert "Stage 3: separator training" in result.stderr
+    assert "dataset.json: not found; run stage 1" in result.stdout + result.stderr
 
 
 LOCAL_STAGE = """#!/usr/bin/env bash

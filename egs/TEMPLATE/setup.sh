@@ -5,6 +5,7 @@
 #
 # The new directory gets:
 #   path.sh cmd.sh stages.sh   symlinks to the template's (shared, never forked)
+#   steps                      symlink to the template's shared stage 2-5 steps
 #   utils                      symlink to the repository's utils/
 #   conf/                      a copy of the template's configs, to edit for the new system
 #   local/                     empty; put local/stageN.sh here for what only this system does
@@ -40,7 +41,7 @@ relative_to_new() {  # path of $1 as seen from the new recipe directory
   realpath -m --relative-to="$new_dir" "$1"
 }
 
-for shared in path.sh cmd.sh stages.sh; do
+for shared in path.sh cmd.sh stages.sh steps; do
   ln -s "$(relative_to_new "$template_dir/$shared")" "$new_dir/$shared"
 done
 ln -s "$(relative_to_new "$repo_root/utils")" "$new_dir/utils"

@@ -10,9 +10,10 @@
 #   3 separator separator training                              -> $exp_dir/separator_<config|tag>
 #   4 infer     (iterative) inference on the test set           -> $exp_dir/infer_<config|tag>
 #   5 score     scoring, RESULTS.md                             -> $exp_dir/score_<config|tag>
-# Stages 2-5 run the recipe's local/stageN.sh when it exists (it sees the options below and
-# stage_dir, tagger_exp, separator_exp, infer_exp, score_exp, train_cmd, decode_cmd, cuda_cmd
-# as environment variables); without it the stage stops with exit status 2.
+# Stages 2-5 run the recipe's local/stageN.sh when it exists, else the shared steps/stageN.sh
+# (both see the options below and stage_dir, tagger_exp, separator_exp, infer_exp, score_exp,
+# train_cmd, decode_cmd, cuda_cmd as environment variables); with neither the stage stops with
+# exit status 2.
 #
 # Every stage logs to <stage dir>/logs/stageN.log (overwritten), writes <stage dir>/run.sh that
 # replays it, and marks finished work with <stage dir>/.done holding the settings it ran with.
@@ -137,8 +138,9 @@ resolved_options() {  # the options of this run, to replay a stage through stage
 run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
   local n=$1 name=$2 input=$3 dir=$4 settings=$5
   local script=local/stage$n.sh
+  [ -f "$script" ] || script=steps/stage$n.sh
   if [ ! -f "$script" ]; then
-    log "Stage $n ($name): not implemented yet for this recipe (see issue #5)"
+    log "Stage $n ($name): not implemented for this recipe (no local/stage$n.sh or steps/stage$n.sh)"
     exit 2
   fi
   log "Stage $n: $name: $input -> $dir"
