@@ -38,6 +38,9 @@ DEFAULTS = {
     "valid_max_mixtures": 100,
     "valid_batch_size": 8,
     "decode": {"threshold": 0.5, "min_labels": 1, "max_labels": 3},
+    # start the 2025 head's biases at the class prior (about 2 of 18 classes active), so a model
+    # trained from scratch does not spend its first thousand updates learning that prior
+    "prior_bias_init": True,
     "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "grad_clip": 0.5,
               "best_metric": "valid_accuracy", "best_mode": "max"},
 }
@@ -96,6 +99,11 @@ def main(argv=None):
                                  epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
     valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
     model = build_tagger(cfg["model"])
+    if cfg["prior_bias_init"] and model.kind == "m2d_2025" and not (
+            cfg["model"].get("init_checkpoint")):
+        prior = float(np.mean(synth.resolved().n_targets)) / constants.N_CLASSES
+        with torch.no_grad():
+            model.head.bias.fill_(float(np.log(prior / (1 - prior))))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
     trainer = Trainer(model, train_set,
