@@ -53,12 +53,16 @@ def frame_activity(onsets, offsets, labels, n_samples, n_frames):
 
 
 def pack_targets(labels, references, n_samples, onsets=None, offsets=None, positions=None,
-                 wets=None, n_activity_frames=0):
-    """Build the fixed-size target part of an item from per-target lists."""
+                 wets=None, n_activity_frames=0, with_audio=True):
+    """Build the fixed-size target part of an item from per-target lists.
+
+    ``with_audio=False`` leaves out ``references`` and ``wet`` (``references`` and ``wets`` are
+    then ignored and may be ``None``): the non-audio fields only, as device synthesis needs.
+    """
     if len(labels) > K:
         raise ValueError(f"{len(labels)} targets, at most {K} are supported")
-    item = {
-        "references": torch.zeros(K, n_samples),
+    item = {"references": torch.zeros(K, n_samples)} if with_audio else {}
+    item.update({
         "label_index": torch.full((K,), constants.SILENCE_INDEX, dtype=torch.long),
         "label_vector": torch.zeros(constants.N_CLASSES),
         "slot_onehot": torch.zeros(K, constants.N_CLASSES),
@@ -68,10 +72,11 @@ def pack_targets(labels, references, n_samples, onsets=None, offsets=None, posit
         "position": torch.zeros(K, 3),
         "doa": torch.zeros(K, 3),
         "n_targets": torch.tensor(len(labels), dtype=torch.long),
-    }
+    })
     for k, label in enumerate(labels):
         c = constants.CLASS_INDEX[label]
-        item["references"][k] = torch.from_numpy(np.asarray(references[k], dtype=np.float32))
+        if with_audio:
+            item["references"][k] = torch.from_numpy(np.asarray(references[k], dtype=np.float32))
         item["label_index"][k] = c
         item["label_vector"][c] = 1.0
         item["slot_onehot"][k, c] = 1.0
@@ -83,7 +88,7 @@ def pack_targets(labels, references, n_samples, onsets=None, offsets=None, posit
             p = torch.as_tensor(np.asarray(positions[k], dtype=np.float32))
             item["position"][k] = p
             item["doa"][k] = p / p.norm().clamp_min(1e-8)
-    if wets is not None:
+    if with_audio and wets is not None:
         wet = torch.zeros(K, constants.N_FOA_CHANNELS, n_samples)
         for k, w in enumerate(wets):
             wet[k] = torch.from_numpy(w)

@@ -5,9 +5,9 @@ the FFT convolutions of every event with a 4-channel room response (5.5 s long i
 rooms). Here the work is split in two:
 
 * :func:`prepare_raw` runs in the DataLoader workers and does only the cheap part: it reads the
-  mono source segments (channel mean, peak-normalised exactly as the CPU synthesizer does), the
-  room responses, the reference-window span, the background crop (tiled or repeated, not
-  scaled) and the level targets, and packs them into fixed-size arrays so the default collate
+  mono source segments (:meth:`FoaSynthesizer.dry_source`, the CPU synthesizer's own rule), the
+  room responses, the reference-window span, the background crop
+  (:meth:`FoaSynthesizer.background_segment`, unscaled) and the level targets, and packs them into fixed-size arrays so the default collate
   function batches them;
 * :func:`render_batch` runs on the device and does the convolutions (``torch.fft``), the level
   rule, the placement, the cut at 10 s and the sum, for the whole batch at once.
@@ -80,7 +80,6 @@ import torch
 from torch.utils.data import default_collate
 
 from s5lib import constants
-from s5lib.audio import AudioError
 from s5lib.data.datasets import K, OnTheFlyMixtures, frame_activity, pack_targets
 from s5lib.data.synth import FoaSynthesizer, SynthesisError
 
@@ -124,48 +123,6 @@ def default_n_events(synth: FoaSynthesizer):
 # --------------------------------------------------------------------------------------------
 # Worker side: read and pack, no convolutions
 # --------------------------------------------------------------------------------------------
-def _dry_source(synth, ev):
-    """Mono source segment of ``ev``, peak-normalised (same rule as ``_render_event``)."""
-    bank, sr = synth.bank, synth.cfg.sample_rate
-    start = int(ev["source_time"] * sr)
-    frames = int(ev["event_duration"] * sr)
-    x = bank.read_segment(ev["source_file"], start, frames, sr)
-    if x.ndim == 2:
-        x = x.mean(axis=0, dtype=np.float32)
-    x = np.asarray(x[:frames], dtype=np.float32)
-    peak = np.max(np.abs(x)) if x.size else 0.0
-    if not peak > 0:
-        raise AudioError(bank.resolve(ev["source_file"]),
-                         f"segment at {ev['source_time']:.3f} s for {ev['event_duration']:.3f} s is silent")
-    return x / np.float32(peak), frames
-
-
-def _background_crop(synth, ev, n):
-    """The unscaled (4, n) background segment of ``ev`` (same rule as ``_render_background``)."""
-    cfg, bank = synth.cfg, synth.bank
-    path = bank.resolve(ev["source_file"])
-    data = bank.read_segment(ev["source_file"], 0, -1, cfg.sample_rate)
-    if data.ndim != 2 or data.shape[0] != constants.N_FOA_CHANNELS:
-        raise AudioError(path, f"background noise must have 4 channels, has "
-                         f"{1 if data.ndim == 1 else data.shape[0]}")
-    length = data.shape[1]
-    if length < n:
-        if cfg.noise_fill == "repeat":
-            data = np.repeat(data, int(math.ceil(n / length)), axis=1)
-        else:
-            data = np.tile(data, (1, int(math.ceil(n / length))))
-        seg = data[:, :n]
-    else:
-        start = int(ev.get("source_time") or 0) * cfg.sample_rate
-        seg = data[:, start:start + n]
-        if seg.shape[1] < n:
-            raise SynthesisError(f"{path}: background crop at {ev.get('source_time')} s "
-                                 f"is shorter than {cfg.duration} s")
-    if not np.any(seg):
-        raise AudioError(path, "background noise is silent")
-    return seg
-
-
 def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_activity_frames=0):
     """Everything :func:`render_batch` needs to render ``metadata``, as numpy arrays.
 
@@ -208,7 +165,8 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
     }
     onsets, offsets, positions = [], [], []
     for row, (slot, ev) in enumerate(events):
-        x, frames = _dry_source(synth, ev)
+        x = synth.dry_source(ev)
+        frames = int(ev["event_duration"] * sr)
         idx = synth._position_index(room, cart, raw_pos, ev["event_position"])
         ir = bank.room_ir(room, idx, sr)
         if ir.shape[1] > ir_length:
@@ -244,14 +202,12 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
     raw["raw_background_db"] = np.float64(0.0)
     raw["raw_background_present"] = np.bool_(bool(bg_events))
     if bg_events:
-        raw["raw_background"][:] = _background_crop(synth, bg_events[0], n)
+        raw["raw_background"][:] = synth.background_segment(bg_events[0], n)
         raw["raw_background_db"] = np.float64(cfg.ref_db + float(bg_events[0].get("snr") or 0))
 
     labels = [ev["label"] for ev in fg]
-    # pack_targets with 0-sample references gives the non-audio fields without allocating audio
-    fields = pack_targets(labels, [np.zeros(0, dtype=np.float32)] * len(labels), 0,
-                          onsets=onsets, offsets=offsets, positions=positions)
-    del fields["references"]
+    fields = pack_targets(labels, None, n, onsets=onsets, offsets=offsets, positions=positions,
+                          with_audio=False)
     raw.update({key: value.numpy() for key, value in fields.items()})
     if n_activity_frames:
         raw["activity"] = frame_activity(onsets, offsets, labels, n, n_activity_frames)

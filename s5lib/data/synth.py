@@ -311,6 +311,11 @@ def mean_power_db(x):
     return 10.0 * math.log10(p) if p > 0 else -math.inf
 
 
+def background_power(segment):
+    """Mean power of a background segment, float32 throughout (the gain rule of SPEC §6)."""
+    return np.mean(np.square(segment, dtype=np.float32), dtype=np.float32)
+
+
 class FoaSynthesizer:
     """Draws and renders FOA mixtures from a :class:`SoundBank` (one split)."""
 
@@ -463,31 +468,44 @@ class FoaSynthesizer:
         return Mixture(mixture=mixture, targets=targets, interferers=interferers, noise=noise,
                        metadata=metadata)
 
+    def background_segment(self, ev, n):
+        """The unscaled (4, n) float32 background segment of the background event ``ev``.
+
+        Rule (SPEC §6): a clip shorter than ``n`` is extended by ``noise_fill`` (``repeat``:
+        numpy ``repeat`` of every sample, 2025; ``tile``: the clip over and over, 2026) and cut
+        at ``n``; a longer one is cropped at ``int(source_time) * sr``. A clip without 4
+        channels, a crop running past the clip end and a silent segment (float32 mean power 0)
+        are errors naming the file.
+        """
+        cfg = self.cfg
+        path = self.bank.resolve(ev["source_file"])
+        data = self.bank.read_segment(ev["source_file"], 0, -1, cfg.sample_rate)
+        if data.ndim != 2 or data.shape[0] != constants.N_FOA_CHANNELS:
+            raise AudioError(path, f"background noise must have 4 channels, has "
+                             f"{1 if data.ndim == 1 else data.shape[0]}")
+        length = data.shape[1]
+        if length < n:
+            if cfg.noise_fill == "repeat":
+                data = np.repeat(data, int(math.ceil(n / length)), axis=1)
+            else:
+                data = np.tile(data, (1, int(math.ceil(n / length))))
+            seg = data[:, :n]
+        else:
+            start = int(ev.get("source_time") or 0) * cfg.sample_rate
+            seg = data[:, start:start + n]
+            if seg.shape[1] < n:
+                raise SynthesisError(f"{path}: background crop at {ev.get('source_time')} s "
+                                     f"is shorter than {cfg.duration} s")
+        if not background_power(seg) > 0:
+            raise AudioError(path, "background noise is silent")
+        return seg
+
     def _render_background(self, bg_events, n):
         cfg = self.cfg
         out = np.zeros((constants.N_FOA_CHANNELS, n), dtype=np.float32)
         for ev in bg_events:
-            path = self.bank.resolve(ev["source_file"])
-            data = self.bank.read_segment(ev["source_file"], 0, -1, cfg.sample_rate)
-            if data.ndim != 2 or data.shape[0] != constants.N_FOA_CHANNELS:
-                raise AudioError(path, f"background noise must have 4 channels, has "
-                                 f"{1 if data.ndim == 1 else data.shape[0]}")
-            length = data.shape[1]
-            if length < n:
-                if cfg.noise_fill == "repeat":
-                    data = np.repeat(data, int(math.ceil(n / length)), axis=1)
-                else:
-                    data = np.tile(data, (1, int(math.ceil(n / length))))
-                seg = data[:, :n]
-            else:
-                start = int(ev.get("source_time") or 0) * cfg.sample_rate
-                seg = data[:, start:start + n]
-                if seg.shape[1] < n:
-                    raise SynthesisError(f"{path}: background crop at {ev.get('source_time')} s "
-                                         f"is shorter than {cfg.duration} s")
-            power = np.mean(np.square(seg, dtype=np.float32), dtype=np.float32)
-            if power <= 0:
-                raise AudioError(path, "background noise is silent")
+            seg = self.background_segment(ev, n)
+            power = background_power(seg)
             gain = np.float32(math.sqrt(10 ** ((cfg.ref_db + float(ev.get("snr") or 0)) / 10) / power))
             out += seg * gain
         return out
@@ -518,9 +536,14 @@ class FoaSynthesizer:
         window[lo:end] = ir0[lo:end]
         return window
 
-    def _render_event(self, ev, room, cart, raw, delays, with_reference):
-        cfg, bank = self.cfg, self.bank
-        sr, n = cfg.sample_rate, cfg.n_samples
+    def dry_source(self, ev):
+        """The mono, peak-normalised float32 source segment of event ``ev`` (SPEC §6 step 1).
+
+        ``int(event_duration * sr)`` frames read from ``int(source_time * sr)`` (fewer when the
+        clip ends earlier), averaged over channels, divided by its peak in float32. A silent
+        segment is an error naming the file.
+        """
+        bank, sr = self.bank, self.cfg.sample_rate
         start = int(ev["source_time"] * sr)
         frames = int(ev["event_duration"] * sr)
         x = bank.read_segment(ev["source_file"], start, frames, sr)
@@ -531,7 +554,13 @@ class FoaSynthesizer:
         if not peak > 0:
             raise AudioError(bank.resolve(ev["source_file"]),
                              f"segment at {ev['source_time']:.3f} s for {ev['event_duration']:.3f} s is silent")
-        x = x / np.float32(peak)
+        return x / np.float32(peak)
+
+    def _render_event(self, ev, room, cart, raw, delays, with_reference):
+        cfg, bank = self.cfg, self.bank
+        sr, n = cfg.sample_rate, cfg.n_samples
+        x = self.dry_source(ev)
+        frames = int(ev["event_duration"] * sr)
         idx = self._position_index(room, cart, raw, ev["event_position"])
         ir = bank.room_ir(room, idx, sr)  # (4, L)
         full = x.shape[0] + ir.shape[1] - 1
