@@ -127,17 +127,23 @@ def _count_blocks(names, block_pattern):
 
 
 def build_optimizer(param_groups, name="adamw", lr=1e-4, weight_decay=0.0, amsgrad=False,
-                    betas=(0.9, 0.999), eps=1e-8, momentum=0.9):
-    """AdamW (default; ``amsgrad`` as in the DCASE baseline), Adam or SGD over ``param_groups``."""
+                    betas=(0.9, 0.999), eps=1e-8, momentum=0.9, fused=False):
+    """AdamW (default; ``amsgrad`` as in the DCASE baseline), Adam or SGD over ``param_groups``.
+
+    ``fused=True`` picks torch's fused kernels (one kernel for all parameters; the caller decides
+    the device, the trainer uses them on CUDA only); otherwise torch's default implementation.
+    """
     name = name.lower()
+    kernels = {"fused": True} if fused else {}
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, amsgrad=amsgrad,
-                                 betas=tuple(betas), eps=eps)
+                                 betas=tuple(betas), eps=eps, **kernels)
     if name == "adam":
         return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, amsgrad=amsgrad,
-                                betas=tuple(betas), eps=eps)
+                                betas=tuple(betas), eps=eps, **kernels)
     if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        return torch.optim.SGD(param_groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                               **kernels)
     raise OptimizerConfigError(f"unknown optimizer {name!r}; known: adamw, adam, sgd")
 
 

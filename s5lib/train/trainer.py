@@ -23,6 +23,38 @@ where it was saved: same data order, same RNG states, same optimizer and schedul
 resumption, data sets must draw their randomness from the sample index (as
 :class:`s5lib.data.datasets.OnTheFlyMixtures` does), not from worker-global generators.
 ``config.stop_after`` ends a run after that many updates *without* saving, as a kill would (tests).
+
+Device-side batch work: ``batch_transform(batch, device) -> batch`` (optional) runs on every
+training batch right after it is moved to the device and before ``loss_step``, outside autocast
+and without gradients. This is where device-side mixture synthesis plugs in
+(``lambda batch, device: s5lib.data.gpu_synth.synthesize_batch(batch, device=device)`` with
+``collate_fn=s5lib.data.gpu_synth.collate_raw``); the trainer itself imports nothing from data.
+
+Speed switches (``train:`` keys; ``true``, ``false`` or ``auto`` = on with CUDA only):
+
+* ``precision: bf16`` (default): autocast on CUDA; CPU runs fp32.
+* ``compile`` (default false): ``torch.compile`` of the model's forward (``compile_mode``
+  picks the mode). Only the forward used by ``loss_step`` is compiled; checkpoints, validation and
+  ``trainer.model`` use the plain module, so checkpoints load into an uncompiled model. On CPU
+  ``compile: true`` logs a warning and trains uncompiled (CPU compilation needs a C++ toolchain
+  and minutes per shape, for little gain on the small CPU runs of this recipe).
+* ``channels_last`` (default false): 4-d weights (and, for models whose ``config`` has a
+  ``channels_last`` flag such as ResUNet30, the U-Net activations) in channels_last layout;
+  works on CPU and GPU; the state_dict keeps the same keys and values.
+* ``fused_optimizer`` (default false): fused AdamW / Adam / SGD kernels on CUDA. On CPU
+  ``true`` logs a warning and uses the default implementation. With the fused optimizer (and
+  no fp16 loss scaling) an update with a non-finite gradient norm is skipped on the device,
+  without a host synchronisation per step; skipped updates are counted and reported at the
+  next log line.
+* ``pin_memory`` (default auto: on CUDA), ``prefetch_factor`` (batches prepared ahead per
+  worker; default torch's 2), ``persistent_workers`` (default false; keep the DataLoader workers
+  and their audio / room-response caches across epochs; the epoch number then travels with
+  every index, so the data are the same as without it). The last two need ``num_workers > 0``
+  and are ignored otherwise.
+
+A GPU recipe typically sets ``precision: bf16``, ``compile: auto``, ``channels_last: auto``,
+``fused_optimizer: auto``, ``persistent_workers: true`` and ``num_workers`` to the CPU cores per
+GPU minus one; ``python -m s5lib.bin.bench_train`` measures what they give.
 """
 import dataclasses
 import logging
@@ -32,7 +64,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -49,6 +81,9 @@ logger = logging.getLogger(__name__)
 
 class TrainConfigError(ValueError):
     pass
+
+
+SWITCHES = ("compile", "channels_last", "fused_optimizer", "pin_memory")
 
 
 @dataclass
@@ -84,6 +119,14 @@ class TrainConfig:
     stop_after: Optional[int] = None    # leave after this many updates without saving (tests)
     find_unused_parameters: bool = False
     progress: bool = True               # tqdm bar on rank 0
+    # speed switches (module docstring): true | false | auto (= on with CUDA only)
+    compile: Any = False                # torch.compile of the forward (CUDA; CPU warns, runs eager)
+    compile_mode: Optional[str] = None  # torch.compile mode: None (default), reduce-overhead, ...
+    channels_last: Any = False          # 4-d weights / activations in channels_last layout
+    fused_optimizer: Any = False        # fused optimizer kernels (CUDA; CPU warns, runs default)
+    pin_memory: Any = "auto"            # page-locked batches (CUDA only)
+    prefetch_factor: Optional[int] = None   # batches prepared ahead per worker (None: torch's 2)
+    persistent_workers: bool = False    # keep workers (and their caches) across epochs
 
     @classmethod
     def from_dict(cls, values):
@@ -110,6 +153,15 @@ class TrainConfig:
             raise TrainConfigError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.log_every < 1:
             raise TrainConfigError(f"log_every must be >= 1, got {self.log_every}")
+        for name in SWITCHES:
+            if getattr(self, name) not in (True, False, "auto"):
+                raise TrainConfigError(f"{name} must be true, false or auto, got "
+                                       f"{getattr(self, name)!r}")
+        if self.prefetch_factor is not None and int(self.prefetch_factor) < 1:
+            raise TrainConfigError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if not isinstance(self.persistent_workers, bool):
+            raise TrainConfigError(f"persistent_workers must be true or false, got "
+                                   f"{self.persistent_workers!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -140,20 +192,134 @@ def move_to_device(batch, device):
     return batch
 
 
+SWITCH_FALLBACK = {
+    "compile": "torch.compile is used on CUDA only; training uncompiled on {device}",
+    "fused_optimizer": "fused optimizer kernels are used on CUDA only; the default implementation "
+                       "runs on {device}",
+    "pin_memory": "pinned memory needs CUDA; batches are not pinned on {device}",
+}
+
+
+def resolve_switch(name, value, device, warn=True):
+    """Whether the speed switch ``name`` (``true``/``false``/``auto``) is on for ``device``.
+
+    ``auto`` means on with CUDA only. ``compile``, ``fused_optimizer`` and ``pin_memory`` are
+    CUDA-only: asked for explicitly elsewhere, they are turned off with a warning (never
+    silently); ``channels_last`` works on any device.
+    """
+    on_gpu = torch.device(device).type == "cuda"
+    if value == "auto":
+        return on_gpu
+    if value and name in SWITCH_FALLBACK and not on_gpu:
+        if warn:
+            logger.warning("%s: true: %s", name, SWITCH_FALLBACK[name].format(device=device))
+        return False
+    return bool(value)
+
+
+def to_channels_last(model):
+    """Put ``model``'s 4-d weights in channels_last layout, in place; returns ``model``.
+
+    A model whose ``config`` has a ``channels_last`` flag (ResUNet30) gets the flag set too, so it
+    also converts its activations before the first convolution.
+    """
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "channels_last"):
+        config.channels_last = True
+    return model.to(memory_format=torch.channels_last)
+
+
+def fused_step_unless_nonfinite(optimizer, grad_norm):
+    """``optimizer.step()`` that changes nothing when ``grad_norm`` is not finite.
+
+    The decision stays on the device (no host synchronisation): the optimizer's ``found_inf``
+    input, which fused Adam / AdamW / SGD read (the protocol ``GradScaler`` uses), makes the
+    kernels skip the update and keep the step count. Returns the 0-d float tensor that is 1 when
+    the update was skipped.
+    """
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise TypeError(f"{type(optimizer).__name__} (fused=False) cannot skip an update on the "
+                        "device; use a fused optimizer")
+    found_inf = (~torch.isfinite(grad_norm)).to(torch.float32)
+    optimizer.grad_scale = None
+    optimizer.found_inf = found_inf
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+    return found_inf
+
+
+class EpochIndexedDataset(torch.utils.data.Dataset):
+    """A training set asked for items as ``(epoch, index)`` (persistent DataLoader workers).
+
+    Persistent workers keep their own copy of the dataset, which ``set_epoch`` in the main process
+    cannot reach; here the epoch travels with every index and the worker's copy follows it.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.epoch = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.epoch = epoch
+        return self.dataset[index]
+
+
+class EpochBatches:
+    """Batch sampler of a persistent loader: the batches of ``sampler`` tagged with ``epoch``.
+
+    The trainer points ``sampler`` and ``epoch`` at the current epoch before each pass; a
+    DataLoader draws its batch indices in the main process, so the change is seen.
+    """
+
+    def __init__(self):
+        self.sampler = None
+        self.epoch = 0
+
+    def __iter__(self):
+        epoch = self.epoch
+        for batch in self.sampler:
+            yield [(epoch, index) for index in batch]
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 class Trainer:
-    """Runs ``loss_step`` over the training data with DDP, checkpoints, validation and resume."""
+    """Runs ``loss_step`` over the training data with DDP, checkpoints, validation and resume.
+
+    ``collate_fn`` batches the dataset's items (default: torch's); ``batch_transform(batch,
+    device) -> batch`` (optional) runs on the device before ``loss_step`` (see the module
+    docstring).
+    """
 
     def __init__(self, model, train_dataset, valid_fn, loss_step, config, exp_dir,
-                 collate_fn=None, dist_info=None):
+                 collate_fn=None, dist_info=None, batch_transform=None):
         self.config = TrainConfig.from_dict(config)
         self.exp_dir = exp_dir
         self.train_dataset = train_dataset
         self.valid_fn = valid_fn
         self.loss_step = loss_step
         self.collate_fn = collate_fn
+        self.batch_transform = batch_transform
         self.dist = dist_info or distrib.init_distributed(self.config.device)
         self.device = self.dist.device
         cfg = self.config
+        warn = self.dist.is_main
+        self.use_compile = resolve_switch("compile", cfg.compile, self.device, warn)
+        self.use_channels_last = resolve_switch("channels_last", cfg.channels_last, self.device, warn)
+        self.use_fused_optimizer = resolve_switch("fused_optimizer", cfg.fused_optimizer,
+                                                  self.device, warn)
+        self.pin_memory = resolve_switch("pin_memory", cfg.pin_memory, self.device, warn)
+        self.persistent_workers = bool(cfg.persistent_workers) and cfg.num_workers > 0
+        self._persistent_loader = None
 
         self.global_batch_size = cfg.batch_size * self.dist.world_size
         if cfg.steps_per_epoch is not None:
@@ -173,10 +339,12 @@ class Trainer:
         self.total_steps = min(limits)
 
         self.model = model.to(self.device)
+        if self.use_channels_last:
+            to_channels_last(self.model)
         param_groups = build_param_groups(self.model, cfg.lr, cfg.weight_decay, cfg.param_groups)
         self.optimizer = build_optimizer(param_groups, cfg.optimizer, lr=cfg.lr,
                                          weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad,
-                                         betas=cfg.betas)
+                                         betas=cfg.betas, fused=self.use_fused_optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.warmup_steps,
                                          self.total_steps, cfg.min_lr_ratio)
         on_gpu = self.device.type == "cuda"
@@ -186,12 +354,19 @@ class Trainer:
         elif on_gpu and cfg.precision == "fp16":
             self.autocast_dtype = torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and cfg.precision == "fp16")
+        # skip non-finite updates on the device (no sync per step) when the optimizer can
+        self.skip_on_device = (self.use_fused_optimizer and not self.scaler.is_enabled()
+                               and getattr(self.optimizer, "_step_supports_amp_scaling", False))
+        self._skipped_on_device = torch.zeros((), device=self.device)
         if self.dist.distributed:
-            self.train_model = DistributedDataParallel(
+            wrapped = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if on_gpu else None,
                 find_unused_parameters=cfg.find_unused_parameters)
         else:
-            self.train_model = self.model
+            wrapped = self.model
+        # train_model: what loss_step calls; self.model stays the plain module (checkpoints,
+        # validation), and shares its parameters with the compiled forward
+        self.train_model = torch.compile(wrapped, mode=cfg.compile_mode) if self.use_compile else wrapped
 
         # Position: the next update to run is number `step` (0-based), step_in_epoch of epoch.
         self.step = 0
@@ -208,13 +383,22 @@ class Trainer:
         if self.dist.is_main:
             for line in describe_param_groups(self.optimizer.param_groups):
                 logger.info("param group %s", line)
+            logger.info("speed: device %s, precision %s, compile %s, channels_last %s, fused "
+                        "optimizer %s, %d workers (pin_memory %s, prefetch %s, persistent %s)",
+                        self.device, cfg.precision if on_gpu else "fp32", self.use_compile,
+                        self.use_channels_last, self.use_fused_optimizer, cfg.num_workers,
+                        self.pin_memory, cfg.prefetch_factor or "default", self.persistent_workers)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):
         """The full training state; RNG states are gathered from every rank (collective call)."""
         rng_states = distrib.all_gather_object(ckpt.capture_rng_state())
+        self._collect_skipped()
+        model_state = self.model.state_dict()
+        if self.use_channels_last:  # checkpoints keep the default layout
+            model_state = {key: value.contiguous() for key, value in model_state.items()}
         return {
-            "model": self.model.state_dict(),
+            "model": model_state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -247,7 +431,7 @@ class Trainer:
         except RuntimeError as err:
             raise ckpt.CheckpointError(f"{path}: the model in this checkpoint does not fit the "
                                        f"configured model ({err})") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(self._with_current_kernels(state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -272,29 +456,88 @@ class Trainer:
                         self.epoch, self.step_in_epoch, self.steps_per_epoch)
         return path
 
+    def _with_current_kernels(self, optimizer_state):
+        """A saved optimizer state with this run's kernel choice (fused / foreach / capturable),
+        so a checkpoint moves between fused (GPU) and plain (CPU) runs in both directions."""
+        groups = []
+        for saved, current in zip(optimizer_state["param_groups"], self.optimizer.param_groups):
+            saved = dict(saved)
+            for key in ("fused", "foreach", "capturable"):
+                if key in current:
+                    saved[key] = current[key]
+            groups.append(saved)
+        return dict(optimizer_state, param_groups=groups)
+
+    def _collect_skipped(self):
+        """Fold the updates skipped on the device into ``skipped_updates`` (one sync)."""
+        if not self.skip_on_device:
+            return 0
+        count = int(self._skipped_on_device.item())
+        if count:
+            self._skipped_on_device.zero_()
+            self.skipped_updates += count
+            if self.dist.is_main:
+                logger.warning("%d update(s) skipped before update %d: non-finite gradient norm",
+                               count, self.step)
+        return count
+
     # ------------------------------------------------------------------ data
-    def _loader(self):
+    def _batch_sampler(self):
+        return StepBatchSampler(len(self.train_dataset), self.config.batch_size,
+                                self.steps_per_epoch, self.epoch, seed=self.config.seed,
+                                shuffle=self.config.shuffle, rank=self.dist.rank,
+                                world_size=self.dist.world_size, start_step=self.step_in_epoch)
+
+    def _loader_options(self):
+        cfg = self.config
+        options = dict(num_workers=cfg.num_workers, collate_fn=self.collate_fn,
+                       pin_memory=self.pin_memory)
+        if cfg.num_workers > 0:
+            options["worker_init_fn"] = seed_dataloader_worker
+            if cfg.prefetch_factor is not None:
+                options["prefetch_factor"] = int(cfg.prefetch_factor)
+        return options
+
+    def data_loader(self):
+        """The DataLoader over the training batches of the current epoch, from the current step.
+
+        Without persistent workers a new loader per epoch (the dataset's ``set_epoch`` is called
+        first); with them one loader for the trainer's life, re-pointed at each epoch.
+        """
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
-        sampler = StepBatchSampler(len(self.train_dataset), self.config.batch_size,
-                                   self.steps_per_epoch, self.epoch, seed=self.config.seed,
-                                   shuffle=self.config.shuffle, rank=self.dist.rank,
-                                   world_size=self.dist.world_size, start_step=self.step_in_epoch)
+        if self.persistent_workers:
+            if self._persistent_loader is None:
+                generator = torch.Generator().manual_seed(
+                    (self.config.seed * 1000003 + self.dist.rank) % 2 ** 63)
+                self._persistent_loader = torch.utils.data.DataLoader(
+                    EpochIndexedDataset(self.train_dataset), batch_sampler=EpochBatches(),
+                    generator=generator, persistent_workers=True, **self._loader_options())
+            batches = self._persistent_loader.batch_sampler
+            batches.sampler, batches.epoch = self._batch_sampler(), self.epoch
+            return self._persistent_loader
         # A private generator, so building the loader never draws from the global torch RNG.
         generator = torch.Generator().manual_seed(
             (self.config.seed * 1000003 + self.epoch * 9973 + self.dist.rank) % 2 ** 63)
-        kwargs = {}
-        if self.config.num_workers > 0:
-            kwargs["worker_init_fn"] = seed_dataloader_worker
         return torch.utils.data.DataLoader(
-            self.train_dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
-            collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
-            generator=generator, **kwargs)
+            self.train_dataset, batch_sampler=self._batch_sampler(), generator=generator,
+            **self._loader_options())
+
+    def close_loader(self):
+        """Stop the persistent workers (a later :meth:`data_loader` starts new ones)."""
+        self._persistent_loader = None
 
     # ------------------------------------------------------------------ one update
-    def _update(self, batch):
+    def train_step(self, batch):
+        """One update on ``batch`` exactly as the training loop runs it: move to the device,
+        ``batch_transform``, ``loss_step`` under autocast, backward, clipping, optimizer and
+        schedule step. Does not advance ``self.step`` (the loop does). Returns the logged
+        values as device tensors (``loss``, ``grad_norm``, ``loss_step``'s extras)."""
         cfg = self.config
         batch = move_to_device(batch, self.device)
+        if self.batch_transform is not None:
+            with torch.no_grad():
+                batch = self.batch_transform(batch, self.device)
         if self.autocast_dtype is not None:
             autocast = torch.autocast("cuda", dtype=self.autocast_dtype)
         else:
@@ -310,7 +553,9 @@ class Trainer:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = cfg.grad_clip if cfg.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
+        if self.skip_on_device:
+            self._skipped_on_device += fused_step_unless_nonfinite(self.optimizer, grad_norm)
+        elif torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
             self.scaler.step(self.optimizer)
         else:
             self.skipped_updates += 1
@@ -381,6 +626,7 @@ class Trainer:
     def _log(self, sums, count, progress):
         names = sorted(sums)
         means = distrib.all_reduce_mean(torch.stack([sums[n] for n in names]) / count)
+        self._collect_skipped()
         if not self.dist.is_main:
             return
         values = dict(zip(names, means.tolist()))
@@ -411,8 +657,8 @@ class Trainer:
         sums, count = {}, 0
         try:
             while self.step < self.total_steps and not (interrupted or stopped_early):
-                for batch in self._loader():
-                    values = self._update(batch)
+                for batch in self.data_loader():
+                    values = self.train_step(batch)
                     self.step += 1
                     self.step_in_epoch += 1
                     end_of_epoch = self.step_in_epoch == self.steps_per_epoch
@@ -450,6 +696,8 @@ class Trainer:
                     if finished or stopped_early:
                         break
         finally:
+            self.close_loader()
+            self._collect_skipped()
             if progress is not None:
                 progress.close()
             if self.writer is not None:
