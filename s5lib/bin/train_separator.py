@@ -14,6 +14,16 @@ validation replays the fixed validation metadata and reports the mean SDRi with 
 
 Mixtures without targets (2026) are skipped by the single-query model and give silent slots
 otherwise.
+
+``synthesis`` says where training mixtures are rendered: ``cpu`` (default) in the DataLoader
+workers (:class:`~s5lib.data.datasets.OnTheFlyMixtures`); ``device`` on the training device,
+batched (:class:`~s5lib.data.gpu_synth.OnTheFlyRawMixtures`: workers read and pack the sources
+and room responses, :func:`~s5lib.data.gpu_synth.synthesize_batch` convolves and mixes on the
+GPU as the trainer's ``batch_transform``); ``auto``: ``device`` when training on CUDA, else
+``cpu``. Both give the same mixtures for the same seed (up to float32 FFT rounding). Validation
+always replays the validation metadata with the CPU synthesizer. The speed switches of the
+``train:`` section (``compile``, ``channels_last``, ``fused_optimizer``, ``persistent_workers``,
+...) are described in :mod:`s5lib.train.trainer`.
 """
 import logging
 import os
@@ -22,10 +32,11 @@ import numpy as np
 import torch
 
 from s5lib import constants
-from s5lib.bin.common import (run_cli, crop_batch, read_dataset_info, setup_logging,
+from s5lib.bin.common import (RecipeError, run_cli, crop_batch, read_dataset_info, setup_logging,
                               write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures
+from s5lib.data.gpu_synth import OnTheFlyRawMixtures, collate_raw, synthesize_batch
 from s5lib.data.synth import SynthConfig
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
@@ -45,6 +56,7 @@ DEFAULTS = {
     "loss_kwargs": {},
     "synth": {},  # SynthConfig overrides for training mixtures (e.g. n_interferers)
     "epoch_size": 1000,  # on-the-fly mixtures per epoch
+    "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
     "valid_max_mixtures": 50,
     "valid_batch_size": 4,
@@ -91,6 +103,29 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
     return loss_step
 
 
+SYNTHESIS_CHOICES = ("cpu", "device", "auto")
+
+
+def render_on_device(batch, device):
+    """Trainer ``batch_transform`` of device synthesis: a raw batch -> mixtures and references."""
+    return synthesize_batch(batch, device=device)
+
+
+def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed):
+    """(dataset, collate_fn, batch_transform) of the training mixtures for ``synthesis``."""
+    if synthesis not in SYNTHESIS_CHOICES:
+        raise RecipeError(f"synthesis must be one of {SYNTHESIS_CHOICES}, got {synthesis!r}")
+    if synthesis == "auto":
+        synthesis = "device" if torch.device(device).type == "cuda" else "cpu"
+    if synthesis == "device":
+        dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
+        logger.info("training mixtures rendered on %s (room responses padded to %d samples)",
+                    device, dataset.ir_length)
+        return dataset, collate_raw, render_on_device
+    dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
+    return dataset, None, None
+
+
 def make_valid_fn(dataset, batch_size, max_mixtures):
     n = min(len(dataset), max_mixtures)
     subset = torch.utils.data.Subset(dataset, list(range(n)))
@@ -129,8 +164,9 @@ def main(argv=None):
     if dist.is_main:
         write_experiment_config(cfg, exp_dir)
     synth = SynthConfig.from_dict(dict(cfg["synth"], year=year))
-    train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
-                                 epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
+    train_set, collate_fn, batch_transform = make_train_data(
+        cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
+        epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
     valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
     model = build_separator(cfg["model"])
     n_params = sum(p.numel() for p in model.parameters())
@@ -139,7 +175,8 @@ def main(argv=None):
     trainer = Trainer(model, train_set, make_valid_fn(valid_set, cfg["valid_batch_size"],
                                                       cfg["valid_max_mixtures"]),
                       make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"]),
-                      cfg["train"], exp_dir, dist_info=dist)
+                      cfg["train"], exp_dir, dist_info=dist, collate_fn=collate_fn,
+                      batch_transform=batch_transform)
     summary = trainer.train()
     if dist.is_main:
         logger.info("finished: %s", summary)
