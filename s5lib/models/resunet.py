@@ -271,6 +271,14 @@ class ResUNet30Base(nn.Module):
         self.out_conv = nn.Conv2d(cfg.input_channels, cfg.output_channels, 1) if cfg.channel_mix else None
         for layer in (self.pre_conv, self.after_conv):
             _xavier(layer)
+        if self.out_conv is not None:
+            # Start the channel mix as "take channel 0" (the reference channel) with no bias:
+            # PyTorch's default bias (up to +-1/sqrt(C)) added to every STFT bin would swamp
+            # mixtures at the DCASE levels (-50 dB) and cost thousands of updates to unlearn.
+            with torch.no_grad():
+                self.out_conv.weight.zero_()
+                self.out_conv.weight[:, 0] = 1.0
+                self.out_conv.bias.zero_()
 
     def film_sizes(self):
         """Flat FiLM names ('encoder_block1->conv_block1->beta1', ...) and widths, in reference order."""
