@@ -11,6 +11,7 @@ import sys
 import torch
 import yaml
 
+from s5lib import constants
 from s5lib.config import save_config
 
 
@@ -98,11 +99,14 @@ def load_experiment(exp_dir, builder, checkpoint="checkpoint_best.pt"):
     return model, cfg
 
 
-def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet")):
+def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"), min_energy=0.05):
     """Cut the same random window out of every waveform of a batch (training on segments).
 
     The window start comes from the items' indices, so it is reproducible and the same for any
-    number of processes. Returns the batch unchanged when ``seconds`` is empty.
+    number of processes. A target whose reference keeps less than ``min_energy`` of its energy
+    inside the window is no longer a target of the cropped item: its slot becomes silent
+    (``active`` false, ``slot_onehot`` zero, ``label_index`` silence), so no loss asks for a
+    source that is not there. Returns the batch unchanged when ``seconds`` is empty.
     """
     if not seconds:
         return batch
@@ -118,4 +122,15 @@ def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"
             continue
         x = batch[key]
         out[key] = torch.stack([x[b, ..., s:s + n] for b, s in enumerate(starts.tolist())])
+    if "references" in batch and "active" in batch:
+        full = batch["references"].pow(2).sum(-1)
+        kept = out["references"].pow(2).sum(-1)
+        present = batch["active"] & (kept > min_energy * full)
+        out["active"] = present
+        if "slot_onehot" in batch:
+            out["slot_onehot"] = batch["slot_onehot"] * present[..., None].to(batch["slot_onehot"].dtype)
+        if "label_index" in batch:
+            silence = torch.full_like(batch["label_index"], constants.SILENCE_INDEX)
+            out["label_index"] = torch.where(present, batch["label_index"], silence)
+        out["references"] = out["references"] * present[..., None].to(out["references"].dtype)
     return out
