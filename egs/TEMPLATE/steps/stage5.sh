@@ -10,6 +10,7 @@ score_args=(--year "$year" --ref_dir "$test_dir" --recipe "$recipe" --nj "$nj")
 [ -f "$score_config" ] && score_args+=(--config "$score_config")
 found=false
 for mode_dir in "$infer_exp"/*/; do
+  mode_dir=${mode_dir%/}
   mode=$(basename "$mode_dir")
   [ -d "$mode_dir/estimates" ] || continue
   found=true
