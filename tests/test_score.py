@@ -348,3 +348,15 @@ def test_bench_score_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "scoring from wav files:" in out and "extrapolated to 1512 mixtures:" in out
     assert os.listdir(tmp_path) == []
+
+
+def test_empty_estimate_folder_scores_as_nothing_found(tmp_path, capsys):
+    maker = Maker(tmp_path)
+    ref = maker.noise(0.3)
+    maker.mixture("m1", [ref])
+    maker.ref("m1_0_Speech.wav", ref)
+    maker.mixture("m2", [])  # no target: skipped by CAPI-SDRi, a correct empty prediction
+    summary = run(maker, tmp_path / "out", year=2026)
+    assert "no estimate wav files found" in capsys.readouterr().err
+    assert summary["metrics"]["CAPI-SDRi"] == 0.0  # one false negative counts 0
+    assert summary["metrics"]["n_skipped"] == 1
