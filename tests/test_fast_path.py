@@ -184,7 +184,7 @@ def test_persistent_workers_see_every_epoch(tmp_path):
     for name, value in plain.items():
         torch.testing.assert_close(persistent[name], value, rtol=0, atol=0)
     wrapped = EpochIndexedDataset(IndexedData())
-    assert torch.equal(wrapped[(2, 1)]["x"], IndexedData()[1]["x"]) is False
+    assert not torch.equal(wrapped[(2, 1)]["x"], IndexedData()[1]["x"])
     reference = IndexedData()
     reference.set_epoch(2)
     assert torch.equal(wrapped[(2, 1)]["x"], reference[1]["x"])

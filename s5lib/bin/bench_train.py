@@ -20,8 +20,8 @@ peak resident set size so far (``ru_maxrss``; the workers are not included).
 
 On a GPU, the whole issue-6 matrix in one command (full-size ResUNetK, batch 5, bf16 autocast,
 channels_last, ``torch.compile``, fused AdamW, device synthesis with 15 workers; builds the mini
-bank and the mini bank with 5.5 s room responses under ``work_dir`` first; about 5 minutes, of
-which about 1.5 minutes compile)::
+bank and the mini bank with 5.5 s room responses under ``work_dir`` first; 4 to 6 minutes, of
+which 1 to 2 minutes compile)::
 
     python -m s5lib.bin.bench_train --preset gpu [--work_dir /tmp/s5_bench_train]
 
