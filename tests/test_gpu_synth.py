@@ -14,19 +14,6 @@ from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig, SynthesisEr
 TOL = 1e-5  # of full scale
 
 
-@pytest.fixture(scope="module")
-def bank_root(tmp_path_factory):
-    from s5lib.data.soundbank import build_mini_soundbank
-    root = str(tmp_path_factory.mktemp("bank") / "dev_set")
-    build_mini_soundbank(root, seed=3, size="tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def bank(bank_root):
-    return SoundBank(bank_root, "train", cache_audio=True)
-
-
 def render_on_device(synth, metas, with_wet=True):
     ir_length = bank_ir_length(synth.bank, synth.cfg.sample_rate)
     batch = collate_raw([raw_to_tensors(prepare_raw(synth, m, ir_length)) for m in metas])

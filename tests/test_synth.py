@@ -14,19 +14,6 @@ from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures, PremixedMixt
 from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig, SynthesisError, angle_between
 
 
-@pytest.fixture(scope="module")
-def bank_root(tmp_path_factory):
-    from s5lib.data.soundbank import build_mini_soundbank
-    root = str(tmp_path_factory.mktemp("bank") / "dev_set")
-    build_mini_soundbank(root, seed=3, size="tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def bank(bank_root):
-    return SoundBank(bank_root, "train", cache_audio=True)
-
-
 def synth_for(bank, **kw):
     return FoaSynthesizer(bank, SynthConfig(**kw))
 
