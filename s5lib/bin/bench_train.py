@@ -19,7 +19,8 @@ Peak memory: ``torch.cuda.max_memory_allocated`` per part on CUDA; on CPU the ma
 peak resident set size so far (``ru_maxrss``; the workers are not included).
 
 On a GPU, the whole issue-6 matrix in one command (full-size ResUNetK, batch 5, bf16 autocast,
-channels_last, ``torch.compile``, fused AdamW, device synthesis with 15 workers; builds the mini
+channels_last, ``torch.compile`` with CUDA graphs (mode reduce-overhead), fused AdamW, device
+synthesis with 15 workers; builds the mini
 bank and the mini bank with 5.5 s room responses under ``work_dir`` first; 4 to 6 minutes, of
 which 1 to 2 minutes compile)::
 
@@ -32,7 +33,7 @@ On CPU, the tiny separator of ``egs/TEMPLATE/conf/separator.yaml``::
 Options (``--key value``; ``--config file.yaml`` works too): ``size`` tiny | full, ``batch_size``
 (5), ``steps`` (timed steps per part), ``warmup`` (untimed steps first; the first one compiles),
 ``num_workers``, ``prefetch_factor``, ``precision`` bf16 | fp16 | fp32, ``compile``,
-``channels_last``, ``fused_optimizer`` (true | false | auto, as in the ``train:`` section of a
+``compile_mode`` (None | reduce-overhead | ...), ``channels_last``, ``fused_optimizer`` (true | false | auto, as in the ``train:`` section of a
 recipe; CUDA-only switches fall back with a warning on CPU), ``synthesis`` cpu | device,
 ``device`` auto | cpu | cuda, ``parts`` (a,b,c), ``bank_root`` (a given ``dev_set``; default:
 build the embedded bank of ``bank_size`` under ``work_dir``), ``ir_seconds`` (room-response length
@@ -66,6 +67,7 @@ DEFAULTS = {
     "prefetch_factor": None,
     "precision": "bf16",
     "compile": False,
+    "compile_mode": None,      # torch.compile mode (None: default; reduce-overhead: CUDA graphs)
     "channels_last": False,
     "fused_optimizer": "auto",
     "synthesis": "cpu",        # cpu | device
@@ -81,8 +83,8 @@ DEFAULTS = {
 }
 
 GPU_PRESET = {"size": "full", "batch_size": 5, "steps": 120, "warmup": 8, "num_workers": 15,
-              "precision": "bf16", "compile": True, "channels_last": True,
-              "fused_optimizer": True, "synthesis": "device", "device": "cuda", "parts": "a,b,c",
+              "precision": "bf16", "compile": True, "compile_mode": "reduce-overhead",
+              "channels_last": True, "fused_optimizer": True, "synthesis": "device", "device": "cuda", "parts": "a,b,c",
               "bank_size": "mini", "ir_seconds": [None, 5.5]}
 
 # the tiny separator of egs/TEMPLATE/conf/separator.yaml
@@ -319,7 +321,7 @@ def main(argv=None):
     train_cfg = {"batch_size": batch_size, "max_steps": 10 ** 9, "steps_per_epoch": steps_per_epoch,
                  "num_workers": int(cfg["num_workers"]), "prefetch_factor": cfg["prefetch_factor"],
                  "precision": cfg["precision"], "device": cfg["device"], "compile": cfg["compile"],
-                 "channels_last": cfg["channels_last"], "fused_optimizer": cfg["fused_optimizer"],
+                 "compile_mode": cfg["compile_mode"], "channels_last": cfg["channels_last"], "fused_optimizer": cfg["fused_optimizer"],
                  "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5, "seed": int(cfg["seed"]),
                  "resume": False, "progress": False}
     random_set = RandomMixtures(steps_per_epoch * batch_size, seed=int(cfg["seed"]))
