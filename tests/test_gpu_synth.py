@@ -9,7 +9,7 @@ from s5lib.data.datasets import OnTheFlyMixtures
 from s5lib.data.gpu_synth import (OnTheFlyRawMixtures, bank_ir_length, collate_raw,
                                   fast_fft_length, prepare_raw, raw_to_tensors, render_batch,
                                   synthesize_batch)
-from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig, SynthesisError
+from s5lib.data.synth import FoaSynthesizer, SynthConfig, SynthesisError
 
 TOL = 1e-5  # of full scale
 

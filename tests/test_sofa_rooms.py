@@ -1,6 +1,5 @@
 """SOFA read/write and the FOA image-source room simulator."""
 import math
-import os
 
 import h5py
 import numpy as np

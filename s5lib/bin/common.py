@@ -64,6 +64,38 @@ def read_dataset_info(path):
     return info
 
 
+def resolve_year(cfg, info):
+    """The rule set of a step: ``cfg['year']`` when given, else the data's; stored in ``cfg``."""
+    cfg["year"] = int(cfg.get("year") or info["year"])
+    return cfg["year"]
+
+
+def start_training(cfg, info):
+    """Common start of the training entry points.
+
+    Joins the process group (torchrun) or runs alone, sets up logging (rank 0 writes
+    ``<exp_dir>/train.log`` and the resolved ``config.yaml`` + ``run.sh``), and opens the fixed
+    validation mixtures. Returns ``(dist, synth_config, valid_set)``.
+    """
+    from s5lib.data.datasets import MetadataMixtures
+    from s5lib.data.synth import SynthConfig
+    from s5lib.train.distributed import init_distributed
+    dist = init_distributed(cfg["train"].get("device", "auto"))
+    setup_logging(cfg["exp_dir"] if dist.is_main else None, "train")
+    if dist.is_main:
+        write_experiment_config(cfg, cfg["exp_dir"])
+    synth = SynthConfig.from_dict(dict(cfg["synth"], year=cfg["year"]))
+    valid_set = MetadataMixtures(info["valid_list"], info["bank_root"],
+                                 info.get("valid_split", "valid"))
+    return dist, synth, valid_set
+
+
+def target_labels(batch):
+    """Per item of a batch, the list of its target labels (slot order)."""
+    return [[constants.CLASSES[c] for c in row[:int(n)].tolist()]
+            for row, n in zip(batch["label_index"], batch["n_targets"])]
+
+
 def write_experiment_config(cfg, exp_dir, argv=None):
     """Save the resolved config and a ``run.sh`` that replays the step with it."""
     os.makedirs(exp_dir, exist_ok=True)

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from s5lib import constants
 from s5lib.audio import write_audio
-from s5lib.bin.common import run_cli, load_experiment, read_dataset_info, setup_logging, write_experiment_config
+from s5lib.bin.common import (load_experiment, read_dataset_info, resolve_year, run_cli,
+                              setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
 from s5lib.infer.separate import separate_batch
@@ -68,8 +69,7 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
     for batch in tqdm(loader, desc=f"infer ({mode} labels)", mininterval=5):
         mixture = batch["mixture"].to(device)
         if mode == "oracle":
-            tagged = [[(constants.CLASSES[c], 1.0) for c in row[:int(n)].tolist()]
-                      for row, n in zip(batch["label_index"], batch["n_targets"])]
+            tagged = [[(label, 1.0) for label in labels] for labels in target_labels(batch)]
         else:
             tagged = tag_batch(tagger, mixture, **decode)
         estimates = separate_batch(separator, mixture, [[lbl for lbl, _ in t] for t in tagged])
@@ -94,8 +94,7 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     info = read_dataset_info(cfg["data"])
-    year = int(cfg["year"] or info["year"])
-    cfg["year"] = year
+    year = resolve_year(cfg, info)
     out_dir = cfg["out_dir"]
     setup_logging(out_dir, "infer")
     write_experiment_config(cfg, out_dir)

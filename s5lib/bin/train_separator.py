@@ -26,23 +26,20 @@ always replays the validation metadata with the CPU synthesizer. The speed switc
 ...) are described in :mod:`s5lib.train.trainer`.
 """
 import logging
-import os
 
 import numpy as np
 import torch
 
 from s5lib import constants
-from s5lib.bin.common import (RecipeError, run_cli, crop_batch, read_dataset_info, setup_logging,
-                              write_experiment_config)
+from s5lib.bin.common import (RecipeError, crop_batch, read_dataset_info, resolve_year, run_cli,
+                              start_training, target_labels)
 from s5lib.config import parse_config
-from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures
+from s5lib.data.datasets import OnTheFlyMixtures
 from s5lib.data.gpu_synth import OnTheFlyRawMixtures, collate_raw, synthesize_batch
-from s5lib.data.synth import SynthConfig
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics import sdri
 from s5lib.models.factory import build_separator
-from s5lib.train.distributed import init_distributed
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_separator")
@@ -136,9 +133,7 @@ def make_valid_fn(dataset, batch_size, max_mixtures):
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
         for batch in loader:
             mixture = batch["mixture"].to(device)
-            labels = [[constants.CLASSES[c] for c in row[:int(nt)].tolist()]
-                      for row, nt in zip(batch["label_index"], batch["n_targets"])]
-            estimates = separate_batch(model, mixture, labels)
+            estimates = separate_batch(model, mixture, target_labels(batch))
             for b, est in enumerate(estimates):
                 values = [float(sdri(e.cpu(), batch["references"][b, k], batch["mixture"][b, 0]))
                           for k, (_, e) in enumerate(est)]
@@ -152,22 +147,15 @@ def make_valid_fn(dataset, batch_size, max_mixtures):
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     info = read_dataset_info(cfg["data"])
-    year = int(cfg["year"] or info["year"])
-    cfg["year"] = year
+    year = resolve_year(cfg, info)
     if cfg["loss"] is None:
         cfg["loss"] = "masked_multislot_neg_snr" if year == 2025 else "class_aware_pit_neg_snr"
         if cfg["model"].get("type", "resunetk") == "resunet":
             cfg["loss"] = "neg_snr"
-    dist = init_distributed(cfg["train"].get("device", "auto"))
-    exp_dir = cfg["exp_dir"]
-    setup_logging(exp_dir if dist.is_main else None, "train")
-    if dist.is_main:
-        write_experiment_config(cfg, exp_dir)
-    synth = SynthConfig.from_dict(dict(cfg["synth"], year=year))
+    dist, synth, valid_set = start_training(cfg, info)
     train_set, collate_fn, batch_transform = make_train_data(
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
         epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
-    valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
     model = build_separator(cfg["model"])
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("separator %s: %s parameters; loss %s; year %d", model.kind, f"{n_params:,}",
@@ -175,7 +163,7 @@ def main(argv=None):
     trainer = Trainer(model, train_set, make_valid_fn(valid_set, cfg["valid_batch_size"],
                                                       cfg["valid_max_mixtures"]),
                       make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"]),
-                      cfg["train"], exp_dir, dist_info=dist, collate_fn=collate_fn,
+                      cfg["train"], cfg["exp_dir"], dist_info=dist, collate_fn=collate_fn,
                       batch_transform=batch_transform)
     summary = trainer.train()
     if dist.is_main:

@@ -15,15 +15,14 @@ import numpy as np
 import torch
 
 from s5lib import constants
-from s5lib.bin.common import run_cli, read_dataset_info, setup_logging, write_experiment_config
+from s5lib.bin.common import (read_dataset_info, resolve_year, run_cli, start_training,
+                              target_labels)
 from s5lib.config import parse_config
-from s5lib.data.datasets import MetadataMixtures, OnTheFlyMixtures
-from s5lib.data.synth import SynthConfig
+from s5lib.data.datasets import OnTheFlyMixtures
 from s5lib.infer.tag import tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
 from s5lib.models.factory import build_tagger
 from s5lib.models.tagger import multilabel_bce, pit_slot_ce
-from s5lib.train.distributed import init_distributed
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_tagger")
@@ -57,11 +56,6 @@ def make_loss_step(kind):
     return loss_step
 
 
-def label_names(batch, b):
-    n = int(batch["n_targets"][b])
-    return [constants.CLASSES[c] for c in batch["label_index"][b, :n].tolist()]
-
-
 def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
     subset = torch.utils.data.Subset(dataset, list(range(min(len(dataset), max_mixtures))))
     match = labels_match_set if year == 2025 else labels_match_multiset
@@ -71,8 +65,8 @@ def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
         hits = []
         for batch in torch.utils.data.DataLoader(subset, batch_size=batch_size):
             predicted = tag_batch(model, batch["mixture"].to(device), **decode)
-            for b, pred in enumerate(predicted):
-                hits.append(match([lbl for lbl, _ in pred], label_names(batch, b)))
+            for pred, ref in zip(predicted, target_labels(batch)):
+                hits.append(match([lbl for lbl, _ in pred], ref))
         return {"valid_accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
 
     return valid_fn
@@ -81,23 +75,16 @@ def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     info = read_dataset_info(cfg["data"])
-    year = int(cfg["year"] or info["year"])
-    cfg["year"] = year
+    year = resolve_year(cfg, info)
     if not cfg["model"].get("type"):
         cfg["model"]["type"] = "m2d_2025" if year == 2025 else "m2d_2026"
     decode = dict(cfg["decode"])
     if year == 2026:
         decode["min_labels"] = 0  # 2026 mixtures may hold no target
         cfg["decode"] = decode
-    dist = init_distributed(cfg["train"].get("device", "auto"))
-    exp_dir = cfg["exp_dir"]
-    setup_logging(exp_dir if dist.is_main else None, "train")
-    if dist.is_main:
-        write_experiment_config(cfg, exp_dir)
-    synth = SynthConfig.from_dict(dict(cfg["synth"], year=year))
+    dist, synth, valid_set = start_training(cfg, info)
     train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
                                  epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
-    valid_set = MetadataMixtures(info["valid_list"], info["bank_root"], info.get("valid_split", "valid"))
     model = build_tagger(cfg["model"])
     if cfg["prior_bias_init"] and model.kind == "m2d_2025" and not (
             cfg["model"].get("init_checkpoint")):
@@ -109,7 +96,7 @@ def main(argv=None):
     trainer = Trainer(model, train_set,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
                                     year, decode),
-                      make_loss_step(model.kind), cfg["train"], exp_dir, dist_info=dist)
+                      make_loss_step(model.kind), cfg["train"], cfg["exp_dir"], dist_info=dist)
     summary = trainer.train()
     if dist.is_main:
         logger.info("finished: %s", summary)

@@ -447,7 +447,7 @@ class FoaSynthesizer:
     def render(self, metadata, with_wet=True):
         """Rebuild the mixture described by ``metadata`` (float32, bit-exact on replay)."""
         cfg = self.cfg
-        sr, n = cfg.sample_rate, cfg.n_samples
+        n = cfg.n_samples
         room = metadata["room"]
         cart, raw, delays, _ = self.bank.room_positions(room)
         mixture = np.zeros((constants.N_FOA_CHANNELS, n), dtype=np.float32)
