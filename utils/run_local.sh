@@ -45,21 +45,9 @@ if ! [[ "$max_jobs_run" =~ ^[0-9]+$ ]]; then
   exit 1
 fi
 
-job_var=""
-job_start=1
-job_end=1
-if [ $# -gt 0 ] && [[ "$1" =~ ^([A-Z][A-Z0-9_]*)=([0-9]+)(:([0-9]+))?$ ]]; then
-  job_var=${BASH_REMATCH[1]}
-  job_start=${BASH_REMATCH[2]}
-  job_end=${BASH_REMATCH[4]:-$job_start}
+. "$(dirname "$0")/job_range.sh"
+if [ $# -gt 0 ] && parse_job_range "$1"; then
   shift
-  if [ "$job_end" -lt "$job_start" ]; then
-    echo "$me: empty job range $job_var=$job_start:$job_end" >&2
-    exit 1
-  fi
-elif [ $# -gt 0 ] && [[ "$1" =~ ^[A-Z][A-Z0-9_]*=.*$ ]]; then
-  echo "$me: bad job range '$1' (expected e.g. JOB=1:4)" >&2
-  exit 1
 fi
 
 if [ $# -lt 2 ]; then
