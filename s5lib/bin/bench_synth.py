@@ -44,7 +44,8 @@ def main(argv=None):
     from s5lib.data.soundbank import build_mini_soundbank
     variants = [("mini bank", None)]
     if not cfg["skip_long"]:
-        variants.append((f"mini bank, {cfg['long_ir_seconds']} s room responses", cfg["long_ir_seconds"]))
+        seconds = cfg["long_ir_seconds"]
+        variants.append((f"mini bank, {seconds} s room responses", seconds))
     print(f"synthesis benchmark: {cfg['n_mix']} mixtures, 3 targets + 2 interferers + noise, 1 core")
     for name, ir_seconds in variants:
         suffix = "" if ir_seconds is None else f"_ir{ir_seconds:g}s"

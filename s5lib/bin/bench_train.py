@@ -33,7 +33,8 @@ On CPU, the tiny separator of ``egs/TEMPLATE/conf/separator.yaml``::
 Options (``--key value``; ``--config file.yaml`` works too): ``size`` tiny | full, ``batch_size``
 (5), ``steps`` (timed steps per part), ``warmup`` (untimed steps first; the first one compiles),
 ``num_workers``, ``prefetch_factor``, ``precision`` bf16 | fp16 | fp32, ``compile``,
-``compile_mode`` (None | reduce-overhead | ...), ``channels_last``, ``fused_optimizer`` (true | false | auto, as in the ``train:`` section of a
+``compile_mode`` (None | reduce-overhead | ...), ``channels_last``, ``fused_optimizer`` (true |
+false | auto, as in the ``train:`` section of a
 recipe; CUDA-only switches fall back with a warning on CPU), ``synthesis`` cpu | device,
 ``device`` auto | cpu | cuda, ``parts`` (a,b,c), ``bank_root`` (a given ``dev_set``; default:
 build the embedded bank of ``bank_size`` under ``work_dir``), ``ir_seconds`` (room-response length
@@ -84,7 +85,8 @@ DEFAULTS = {
 
 GPU_PRESET = {"size": "full", "batch_size": 5, "steps": 120, "warmup": 8, "num_workers": 15,
               "precision": "bf16", "compile": True, "compile_mode": "reduce-overhead",
-              "channels_last": True, "fused_optimizer": True, "synthesis": "device", "device": "cuda", "parts": "a,b,c",
+              "channels_last": True, "fused_optimizer": True, "synthesis": "device",
+              "device": "cuda", "parts": "a,b,c",
               "bank_size": "mini", "ir_seconds": [None, 5.5]}
 
 # the tiny separator of egs/TEMPLATE/conf/separator.yaml
@@ -321,7 +323,8 @@ def main(argv=None):
     train_cfg = {"batch_size": batch_size, "max_steps": 10 ** 9, "steps_per_epoch": steps_per_epoch,
                  "num_workers": int(cfg["num_workers"]), "prefetch_factor": cfg["prefetch_factor"],
                  "precision": cfg["precision"], "device": cfg["device"], "compile": cfg["compile"],
-                 "compile_mode": cfg["compile_mode"], "channels_last": cfg["channels_last"], "fused_optimizer": cfg["fused_optimizer"],
+                 "compile_mode": cfg["compile_mode"], "channels_last": cfg["channels_last"],
+                 "fused_optimizer": cfg["fused_optimizer"],
                  "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5, "seed": int(cfg["seed"]),
                  "resume": False, "progress": False}
     random_set = RandomMixtures(steps_per_epoch * batch_size, seed=int(cfg["seed"]))

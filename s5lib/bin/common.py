@@ -100,7 +100,8 @@ def write_experiment_config(cfg, exp_dir, argv=None):
     """Save the resolved config and a ``run.sh`` that replays the step with it."""
     os.makedirs(exp_dir, exist_ok=True)
     save_config(cfg, os.path.join(exp_dir, "config.yaml"))
-    module = sys.modules["__main__"].__spec__.name if getattr(sys.modules["__main__"], "__spec__", None) else "?"
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name if spec else "?"
     with open(os.path.join(exp_dir, "run.sh"), "w") as f:
         f.write("#!/usr/bin/env bash\n# Replays this step with its resolved config.\n")
         f.write(f"cd {os.getcwd()!r} && python -m {module} --config {os.path.join(exp_dir, 'config.yaml')!r}\n")

@@ -46,6 +46,8 @@ Speed switches (``train:`` keys; ``true``, ``false`` or ``auto`` = on with CUDA 
   no fp16 loss scaling) an update with a non-finite gradient norm is skipped on the device,
   without a host synchronisation per step; skipped updates are counted and reported at the
   next log line.
+* ``cudnn_benchmark`` (default auto: on CUDA): let cuDNN time its convolution algorithms on the
+  first batches and keep the fastest (training shapes are fixed, so this pays off);
 * ``pin_memory`` (default auto: on CUDA), ``prefetch_factor`` (batches prepared ahead per
   worker; default torch's 2), ``persistent_workers`` (default false; keep the DataLoader workers
   and their audio / room-response caches across epochs; the epoch number then travels with
@@ -83,7 +85,7 @@ class TrainConfigError(ValueError):
     pass
 
 
-SWITCHES = ("compile", "channels_last", "fused_optimizer", "pin_memory")
+SWITCHES = ("compile", "channels_last", "fused_optimizer", "pin_memory", "cudnn_benchmark")
 
 
 @dataclass
@@ -125,6 +127,7 @@ class TrainConfig:
     channels_last: Any = False          # 4-d weights / activations in channels_last layout
     fused_optimizer: Any = False        # fused optimizer kernels (CUDA; CPU warns, runs default)
     pin_memory: Any = "auto"            # page-locked batches (CUDA only)
+    cudnn_benchmark: Any = "auto"       # cuDNN picks the fastest convolution algorithms (CUDA)
     prefetch_factor: Optional[int] = None   # batches prepared ahead per worker (None: torch's 2)
     persistent_workers: bool = False    # keep workers (and their caches) across epochs
 
@@ -197,6 +200,7 @@ SWITCH_FALLBACK = {
     "fused_optimizer": "fused optimizer kernels are used on CUDA only; the default implementation "
                        "runs on {device}",
     "pin_memory": "pinned memory needs CUDA; batches are not pinned on {device}",
+    "cudnn_benchmark": "cuDNN benchmark mode needs CUDA; ignored on {device}",
 }
 
 
@@ -318,6 +322,8 @@ class Trainer:
         self.use_fused_optimizer = resolve_switch("fused_optimizer", cfg.fused_optimizer,
                                                   self.device, warn)
         self.pin_memory = resolve_switch("pin_memory", cfg.pin_memory, self.device, warn)
+        if resolve_switch("cudnn_benchmark", cfg.cudnn_benchmark, self.device, warn):
+            torch.backends.cudnn.benchmark = True
         self.persistent_workers = bool(cfg.persistent_workers) and cfg.num_workers > 0
         self._persistent_loader = None
 
