@@ -25,17 +25,10 @@ $found || { echo "no estimates found under $infer_exp/*/estimates; run stage 4 f
 for anchor in mixture silence oracle; do
   $decode_cmd "$stage_dir/logs/anchor_$anchor.log" "$python" -m s5lib.bin.score "${score_args[@]}" \
     --anchor "$anchor" --out_dir "$stage_dir/anchor_$anchor" \
+    --tag "$(basename "$infer_exp")_anchor_$anchor" \
     || { tail -n 20 "$stage_dir/logs/anchor_$anchor.log" >&2; exit 1; }
 done
-# RESULTS.md covers every scored experiment of this recipe, anchors once
-summaries=()
-for dir in "$exp_dir"/score_*/; do
-  [ -d "$dir" ] || continue
-  for sub in "$dir"*/; do
-    case "$(basename "$sub")" in anchor_*) continue ;; esac
-    [ -f "$sub/summary.json" ] && summaries+=("$sub/summary.json")
-  done
-done
-summaries+=("$stage_dir"/anchor_*/summary.json)
+# RESULTS.md covers every scored experiment of this recipe (each with its own anchors)
+summaries=("$exp_dir"/score_*/*/summary.json)
 "$python" -m s5lib.bin.make_results --summaries "${summaries[@]}" --out RESULTS.md
 cat RESULTS.md
