@@ -97,7 +97,7 @@ config_fingerprint() {  # config_fingerprint FILE...: "file=checksum" for each e
   done
 }
 
-prep_exp=$exp_dir/prep_data
+prep_exp=$exp_dir/prep_$(basename "$data_dir")  # exp/prep_data for the default data dir
 tagger_exp=$exp_dir/tagger_${tag:-$(config_name "$tagger_config")}
 separator_exp=$exp_dir/separator_${tag:-$(config_name "$separator_config")}
 infer_exp=$exp_dir/infer_${tag:-$(config_name "$infer_config")}
