@@ -96,7 +96,7 @@ def target_labels(batch):
             for row, n in zip(batch["label_index"], batch["n_targets"])]
 
 
-def write_experiment_config(cfg, exp_dir, argv=None):
+def write_experiment_config(cfg, exp_dir):
     """Save the resolved config and a ``run.sh`` that replays the step with it."""
     os.makedirs(exp_dir, exist_ok=True)
     save_config(cfg, os.path.join(exp_dir, "config.yaml"))
