@@ -108,3 +108,20 @@ def test_tag_batch_2026_slots_keep_duplicates_and_drop_silence():
     logits[0, 2, constants.SILENCE_INDEX] = 5
     out = tag_batch(FixedTagger(logits, "m2d_2026"), torch.zeros(1, 4, 10))
     assert [lbl for lbl, _ in out[0]] == ["Speech", "Speech"]
+
+
+def test_training_start_seeds_the_model_initialisation(tmp_path):
+    from s5lib.bin.common import read_dataset_info, start_training
+    from s5lib.bin.prep_data import main as prep_data
+    prep_data(["--out_dir", str(tmp_path / "data"), "--size", "tiny", "--n_valid", "1",
+               "--n_test", "1", "--nj", "1"])
+    info = read_dataset_info(str(tmp_path / "data"))
+    weights = []
+    for attempt in range(2):
+        torch.manual_seed(100 + attempt)  # whatever happened before must not matter
+        cfg = {"exp_dir": str(tmp_path / f"exp{attempt}"), "train": {"seed": 3, "device": "cpu"},
+               "synth": {}, "year": 2025}
+        start_training(cfg, info)
+        weights.append(build_separator(dict(TINY_SEP, type="resunetk")).state_dict())
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key

@@ -80,7 +80,10 @@ def start_training(cfg, info):
     from s5lib.data.datasets import MetadataMixtures
     from s5lib.data.synth import SynthConfig
     from s5lib.train.distributed import init_distributed
+    from s5lib.train.trainer import seed_everything
     dist = init_distributed(cfg["train"].get("device", "auto"))
+    # the model is built after this: seed its initialisation (the same on every rank)
+    seed_everything(int(cfg["train"].get("seed", 0)))
     setup_logging(cfg["exp_dir"] if dist.is_main else None, "train")
     if dist.is_main:
         write_experiment_config(cfg, cfg["exp_dir"])
