@@ -15,12 +15,17 @@ device_name() {  # the device of the Python steps: cpu unless GPUs were asked fo
 run_training() {  # run_training MODULE CONFIG: train on ngpu GPUs x num_nodes (CPU when 0)
   local module=$1 config=$2
   require_file "$config"
+  # an interrupted run resumes from its last checkpoint; --force true trains from scratch
+  # (the checkpoints are then overwritten as training goes)
+  local resume=true
+  [ "${force:-false}" = true ] && resume=false
   local log_file=$stage_dir/logs/train.log
   echo "training ($module): log in $log_file"
   $cuda_cmd --gpu "$ngpu" "$log_file" \
     utils/launch_python.sh --ngpu "$ngpu" --num_nodes "$num_nodes" --python "$python" -- \
     "$module" --config "$config" --data "$data_dir" --exp_dir "$stage_dir" --year "$year" \
     --train.seed "$seed" --train.device "$(device_name)" --train.progress false \
+    --train.resume "$resume" \
     || { tail -n 30 "$log_file" >&2; exit 1; }
   grep -E "validation after|training finished" "$log_file" | tail -n 4 || true
 }
