@@ -16,13 +16,40 @@ The trainer knows nothing about models or data sets: a recipe gives it
 Batches: ``config.batch_size`` is **per process** (per GPU); the global batch of one update is
 ``batch_size * world_size`` and is the same set of samples for any number of processes (see
 :mod:`s5lib.train.sampler`), so a 2-process run follows a 1-process run with twice the batch size
-(up to float rounding, and as long as the model has no batch statistics such as BatchNorm).
+(up to float rounding, and as long as the model has no batch statistics such as BatchNorm, or
+synchronises them: ``sync_batchnorm`` below).
 
 Resume: when ``exp_dir`` holds a checkpoint (and ``config.resume``), training continues exactly
 where it was saved: same data order, same RNG states, same optimizer and schedule. For bit-exact
 resumption, data sets must draw their randomness from the sample index (as
 :class:`s5lib.data.datasets.OnTheFlyMixtures` does), not from worker-global generators.
 ``config.stop_after`` ends a run after that many updates *without* saving, as a kill would (tests).
+
+* Settings: every checkpoint stores the train settings and ``run_config`` (the whole resolved
+  recipe config the entry point passes: model, loss, synth, data, ...). A resume compares them
+  with the current ones and refuses (:class:`TrainConfigError`, naming each differing dotted key
+  with its old and new value) when a result-affecting setting changed, rather than continuing an
+  optimizer and schedule built with other settings. Keys that only change speed or bookkeeping
+  are left out (:data:`RESUME_IGNORED_KEYS`); ``train.max_steps`` / ``train.epochs`` may change
+  (to train longer or stop sooner) only when the schedule does not depend on the run's length
+  (:data:`LENGTH_FREE_SCHEDULES`). ``run_config``'s own ``train`` section is not compared: the
+  resolved train settings stand for it.
+* ``resume: false`` (``--force true`` in the recipe) never trains over old checkpoints: when
+  ``exp_dir`` holds any, they and ``tensorboard/`` are moved into ``<exp_dir>/old_<timestamp>/``
+  (nothing is deleted) and training starts from scratch.
+* A finished run (``total_steps`` done) or one that stopped early (``early_stop_patience``
+  reached; the checkpoint records it) does no update when re-run and returns the same summary.
+
+Checkpoints hold tensors and plain values only and are read with a weights-only ``torch.load``
+(see :mod:`s5lib.train.checkpoint`).
+
+``sync_batchnorm`` (``true | false | auto``, default false; auto = on when more than one process
+runs): with several processes, BatchNorm layers become ``torch.nn.SyncBatchNorm`` before the DDP
+wrapping, so batch statistics are taken over the global batch (the official separators train
+that way, 8 GPUs x 5 mixtures) instead of the per-process batch. Torch's SyncBatchNorm runs on
+GPU tensors only: on CPU (gloo) a warning is logged and plain BatchNorm is kept. The state_dict
+keys are those of BatchNorm, so checkpoints load into the plain model. The full GPU configs
+(``egs/baseline/conf/full/separator_*.yaml``) set ``auto``; the tiny CPU configs keep the default.
 
 Device-side batch work: ``batch_transform(batch, device) -> batch`` (optional) runs on every
 training batch right after it is moved to the device and before ``loss_step``, outside autocast
@@ -87,6 +114,22 @@ class TrainConfigError(ValueError):
 
 SWITCHES = ("compile", "channels_last", "fused_optimizer", "pin_memory", "cudnn_benchmark")
 
+# Settings (dotted keys; a key also covers everything below it) that a resume does not compare
+# with the checkpoint's: they change speed or bookkeeping, not the result. Everything else of the
+# ``train:`` section and of ``run_config`` must match (``data``, the data directory, included).
+RESUME_IGNORED_KEYS = (
+    "train.num_workers", "train.progress", "train.log_every", "train.stop_after",
+    "train.compile", "train.compile_mode", "train.channels_last", "train.fused_optimizer",
+    "train.pin_memory", "train.cudnn_benchmark", "train.prefetch_factor",
+    "train.persistent_workers", "train.device", "train.resume", "train.save_every_steps",
+    "train.find_unused_parameters",  # DDP's search for unused parameters: same gradients
+    "exp_dir",                       # where the run lives, not what it computes
+    "valid_batch_size",              # batching of validation; metrics are per mixture
+)
+# The run's length: may change on resume when the lr schedule does not depend on it.
+RESUME_LENGTH_KEYS = ("train.max_steps", "train.epochs")
+LENGTH_FREE_SCHEDULES = ("constant", "warmup_constant")
+
 
 @dataclass
 class TrainConfig:
@@ -130,6 +173,9 @@ class TrainConfig:
     cudnn_benchmark: Any = "auto"       # cuDNN picks the fastest convolution algorithms (CUDA)
     prefetch_factor: Optional[int] = None   # batches prepared ahead per worker (None: torch's 2)
     persistent_workers: bool = False    # keep workers (and their caches) across epochs
+    # BatchNorm statistics over the global batch (SyncBatchNorm; GPU only; module docstring):
+    # true | false | auto (= on with more than one process); the full GPU configs set auto
+    sync_batchnorm: Any = False
 
     @classmethod
     def from_dict(cls, values):
@@ -156,7 +202,7 @@ class TrainConfig:
             raise TrainConfigError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.log_every < 1:
             raise TrainConfigError(f"log_every must be >= 1, got {self.log_every}")
-        for name in SWITCHES:
+        for name in SWITCHES + ("sync_batchnorm",):
             if getattr(self, name) not in (True, False, "auto"):
                 raise TrainConfigError(f"{name} must be true, false or auto, got "
                                        f"{getattr(self, name)!r}")
@@ -219,6 +265,72 @@ def resolve_switch(name, value, device, warn=True):
             logger.warning("%s: true: %s", name, SWITCH_FALLBACK[name].format(device=device))
         return False
     return bool(value)
+
+
+def resolve_sync_batchnorm(value, world_size, device, warn=True):
+    """Whether BatchNorm layers become SyncBatchNorm: ``value`` is true, false or ``auto`` (on with
+    more than one process). Never with one process (nothing to synchronise); never off the GPU:
+    torch's SyncBatchNorm refuses CPU input under a process group, so there a warning is logged
+    and plain BatchNorm kept."""
+    wanted = world_size > 1 if value == "auto" else bool(value)
+    if not wanted or world_size <= 1:
+        return False
+    if torch.device(device).type != "cuda":
+        if warn:
+            logger.warning("sync_batchnorm: %s: torch's SyncBatchNorm runs on GPU tensors only; "
+                           "on %s each of the %d processes keeps plain BatchNorm over its own "
+                           "batch", value, device, world_size)
+        return False
+    return True
+
+
+def convert_sync_batchnorm(model):
+    """``(model, n)``: ``model`` with its ``n`` BatchNorm layers replaced by SyncBatchNorm layers
+    sharing their parameters and buffers (the state_dict keys do not change)."""
+    count = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), count
+
+
+def _normalised(value):
+    """A config value for comparison: tuples as lists (YAML gives lists, dataclasses tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_normalised(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    return value
+
+
+def flatten_config(values, prefix=""):
+    """``{dotted key: value}`` of nested dicts (empty dicts count as absent)."""
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_config(value, name + "."))
+        else:
+            out[name] = _normalised(value)
+    return out
+
+
+_ABSENT = "<not set>"
+
+
+def config_differences(saved, current, ignored=()):
+    """``[(dotted key, saved value, current value)]`` of two nested dicts, sorted by key; keys
+    equal to, or under, an entry of ``ignored`` are skipped."""
+    saved, current = flatten_config(saved), flatten_config(current)
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if any(key == skip or key.startswith(skip + ".") for skip in ignored):
+            continue
+        old, new = saved.get(key, _ABSENT), current.get(key, _ABSENT)
+        if old != new:
+            differences.append((key, old, new))
+    return differences
+
+
+def _without_train(run_config):
+    return {key: value for key, value in run_config.items() if key != "train"}
 
 
 def to_channels_last(model):
@@ -301,12 +413,22 @@ class Trainer:
 
     ``collate_fn`` batches the dataset's items (default: torch's); ``batch_transform(batch,
     device) -> batch`` (optional) runs on the device before ``loss_step`` (see the module
-    docstring).
+    docstring). ``run_config`` (optional) is the whole resolved recipe config (a dict of plain
+    values): it is stored in every checkpoint and a resume refuses to continue when a
+    result-affecting entry changed (module docstring).
     """
 
     def __init__(self, model, train_dataset, valid_fn, loss_step, config, exp_dir,
-                 collate_fn=None, dist_info=None, batch_transform=None):
+                 collate_fn=None, dist_info=None, batch_transform=None, run_config=None):
         self.config = TrainConfig.from_dict(config)
+        if run_config is not None and not isinstance(run_config, dict):
+            raise TrainConfigError(f"run_config must be a dict (the resolved recipe config), got "
+                                   f"a {type(run_config).__name__}")
+        try:
+            self.run_config = (None if run_config is None
+                               else ckpt.to_plain(run_config, "run_config"))
+        except TypeError as err:
+            raise TrainConfigError(f"{err}: the run config is stored in the checkpoints") from None
         self.exp_dir = exp_dir
         self.train_dataset = train_dataset
         self.valid_fn = valid_fn
@@ -344,6 +466,13 @@ class Trainer:
             limits.append(int(cfg.epochs) * self.steps_per_epoch)
         self.total_steps = min(limits)
 
+        self.use_sync_batchnorm = resolve_sync_batchnorm(cfg.sync_batchnorm, self.dist.world_size,
+                                                         self.device, warn)
+        if self.use_sync_batchnorm:  # before the DDP wrapping and the optimizer
+            model, n_bn = convert_sync_batchnorm(model)
+            if warn:
+                logger.info("sync_batchnorm: %d BatchNorm layer(s) normalise over the global batch "
+                            "of %d processes", n_bn, self.dist.world_size)
         self.model = model.to(self.device)
         if self.use_channels_last:
             to_channels_last(self.model)
@@ -381,8 +510,12 @@ class Trainer:
         self.best_value = None
         self.best_step = None
         self.validations_since_best = 0
+        self.stopped_early = False  # early_stop_patience reached (saved: a re-run does not go on)
         self.skipped_updates = 0
         self.writer = None
+        self.moved_aside = None
+        if not cfg.resume:
+            self.moved_aside = self._move_old_run_aside()
         self.resumed_from = self._resume() if cfg.resume else None
         if self.resumed_from is None:
             seed_everything(cfg.seed + 1000003 * self.dist.rank)
@@ -390,10 +523,11 @@ class Trainer:
             for line in describe_param_groups(self.optimizer.param_groups):
                 logger.info("param group %s", line)
             logger.info("speed: device %s, precision %s, compile %s, channels_last %s, fused "
-                        "optimizer %s, %d workers (pin_memory %s, prefetch %s, persistent %s)",
-                        self.device, cfg.precision if on_gpu else "fp32", self.use_compile,
-                        self.use_channels_last, self.use_fused_optimizer, cfg.num_workers,
-                        self.pin_memory, cfg.prefetch_factor or "default", self.persistent_workers)
+                        "optimizer %s, %d workers (pin_memory %s, prefetch %s, persistent %s); "
+                        "sync_batchnorm %s", self.device, cfg.precision if on_gpu else "fp32",
+                        self.use_compile, self.use_channels_last, self.use_fused_optimizer,
+                        cfg.num_workers, self.pin_memory, cfg.prefetch_factor or "default",
+                        self.persistent_workers, "on" if self.use_sync_batchnorm else "off")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):
@@ -417,8 +551,11 @@ class Trainer:
             "best_value": self.best_value,
             "best_step": self.best_step,
             "validations_since_best": self.validations_since_best,
+            "stopped_early": self.stopped_early,
             "skipped_updates": self.skipped_updates,
+            "total_steps": self.total_steps,
             "config": self.config.to_dict(),
+            "run_config": self.run_config,
         }
 
     def save(self, is_best=False):
@@ -428,10 +565,58 @@ class Trainer:
             ckpt.save_training_checkpoint(state, self.exp_dir, is_best=is_best)
         distrib.barrier()
 
+    def _move_old_run_aside(self):
+        """``resume: false``: move the checkpoints (and tensorboard logs) of an earlier run into
+        ``<exp_dir>/old_<timestamp>/`` so that the new run neither mixes with nor destroys them.
+        Returns that directory (None when there was nothing to move)."""
+        target = None
+        if self.dist.is_main:  # rank 0 decides and moves; the others learn where to
+            names = [ckpt.LAST, ckpt.PREV, ckpt.BEST]
+            names += [name + ".tmp" for name in names] + ["tensorboard"]
+            present = [name for name in names if os.path.exists(os.path.join(self.exp_dir, name))]
+            if any(name.endswith(".pt") for name in present):
+                base = target = os.path.join(self.exp_dir, "old_" + time.strftime("%Y%m%d-%H%M%S"))
+                n = 1
+                while os.path.exists(target):
+                    n += 1
+                    target = f"{base}_{n}"
+                os.makedirs(target)
+                for name in present:
+                    os.replace(os.path.join(self.exp_dir, name), os.path.join(target, name))
+                logger.warning("train.resume is false: the earlier run's %s moved to %s; training "
+                               "starts from scratch", ", ".join(present), target)
+        return distrib.broadcast_object(target)
+
+    def _check_same_settings(self, state, path):
+        """Refuse to resume a checkpoint trained with other result-affecting settings."""
+        cfg = self.config
+        saved_train = dict(TrainConfig().to_dict(), **(state.get("config") or {}))
+        ignored = RESUME_IGNORED_KEYS
+        if cfg.scheduler in LENGTH_FREE_SCHEDULES:
+            ignored = ignored + RESUME_LENGTH_KEYS
+        differences = config_differences({"train": saved_train}, {"train": cfg.to_dict()},
+                                         ignored)
+        saved_run = state.get("run_config")
+        if saved_run is not None and self.run_config is not None:
+            differences += config_differences(_without_train(saved_run),
+                                              _without_train(self.run_config), ignored)
+        elif self.run_config is not None and self.dist.is_main:
+            logger.warning("%s holds no run config (written by an older version or without one): "
+                           "only the train settings are compared on resume", path)
+        if not differences:
+            return
+        lines = "\n".join(f"  {key}: {old!r} -> {new!r}" for key, old, new in differences)
+        raise TrainConfigError(
+            f"{path}: cannot resume: these settings differ from the ones the checkpoint was "
+            f"trained with (checkpoint -> now):\n{lines}\nEither restore them to resume this run, or start "
+            "it from scratch with `train.resume: false` (`--force true` in the recipe), which "
+            f"moves the old checkpoints into {os.path.join(self.exp_dir, 'old_<timestamp>')}/.")
+
     def _resume(self):
         state, path = ckpt.load_latest(self.exp_dir) if os.path.isdir(self.exp_dir) else (None, None)
         if state is None:
             return None
+        self._check_same_settings(state, path)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -445,6 +630,9 @@ class Trainer:
         self.step_in_epoch = int(state["step_in_epoch"])
         self.best_value, self.best_step = state.get("best_value"), state.get("best_step")
         self.validations_since_best = int(state.get("validations_since_best", 0))
+        patience = self.config.early_stop_patience
+        self.stopped_early = bool(state.get("stopped_early", (  # older checkpoints: recompute
+            patience is not None and 0 < patience <= self.validations_since_best)))
         self.skipped_updates = int(state.get("skipped_updates", 0))
         if state.get("global_batch_size") not in (None, self.global_batch_size):
             logger.warning("%s was trained with a global batch of %s, now %s: the data order and "
@@ -611,6 +799,12 @@ class Trainer:
                 self.validations_since_best = 0
             else:
                 self.validations_since_best += 1
+            patience = self.config.early_stop_patience
+            if patience is not None and self.validations_since_best >= patience:
+                self.stopped_early = True  # saved below: a re-run does not train on
+                if self.dist.is_main:
+                    logger.info("early stop: %d validations without improvement",
+                                self.validations_since_best)
             if self.dist.is_main:
                 for name, value in metrics.items():
                     self.writer.add_scalar(f"valid/{name}", value, self.step)
@@ -658,11 +852,16 @@ class Trainer:
             progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="upd",
                             dynamic_ncols=True)
         self.model.train()
-        interrupted = stopped_early = False
+        interrupted = False
+        if self.dist.is_main and self.stopped_early:
+            logger.info("this run stopped early at update %d (early_stop_patience reached): "
+                        "nothing to do", self.step)
+        elif self.dist.is_main and self.step >= self.total_steps:
+            logger.info("this run has done its %d updates: nothing to do", self.total_steps)
         start_time = time.time()
         sums, count = {}, 0
         try:
-            while self.step < self.total_steps and not (interrupted or stopped_early):
+            while self.step < self.total_steps and not (interrupted or self.stopped_early):
                 for batch in self.data_loader():
                     values = self.train_step(batch)
                     self.step += 1
@@ -689,17 +888,11 @@ class Trainer:
                             and self.epoch % cfg.valid_every_epochs == 0)
                         or finished))
                     if validate:
-                        self._validate_and_save()
-                        if (cfg.early_stop_patience is not None
-                                and self.validations_since_best >= cfg.early_stop_patience):
-                            stopped_early = True
-                            if self.dist.is_main:
-                                logger.info("early stop: %d validations without improvement",
-                                            self.validations_since_best)
+                        self._validate_and_save()  # sets stopped_early when patience is reached
                     elif (finished or end_of_epoch
                           or (cfg.save_every_steps and self.step % cfg.save_every_steps == 0)):
                         self.save()
-                    if finished or stopped_early:
+                    if finished or self.stopped_early:
                         break
         finally:
             self.close_loader()
@@ -711,7 +904,7 @@ class Trainer:
                 self.writer.close()
         summary = {"step": self.step, "epoch": self.epoch, "best_value": self.best_value,
                    "best_step": self.best_step, "interrupted": interrupted,
-                   "stopped_early": stopped_early, "skipped_updates": self.skipped_updates,
+                   "stopped_early": self.stopped_early, "skipped_updates": self.skipped_updates,
                    "seconds": time.time() - start_time}
         if self.dist.is_main:
             logger.info("training %s at update %d: %s",
