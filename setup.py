@@ -10,6 +10,7 @@ install_requires = [
     "scipy>=1.10",
     "soundfile>=0.12",
     "h5py>=3.8",  # SOFA files are netCDF-4/HDF5 containers
+    "sofar==1.3.0",  # writes/verifies SOFA files; brings netCDF4, cftime, requests, bs4
     "pandas>=2.0",
     "pyyaml>=6.0",
     "tqdm>=4.60",

@@ -1,13 +1,18 @@
-"""SOFA read/write and the FOA image-source room simulator."""
+"""SOFA I/O (written through sofar, read with h5py) and the FOA image-source room simulator."""
+import glob
 import math
+import os
+import warnings
 
 import h5py
 import numpy as np
 import pytest
+import sofar
 
 from s5lib.data.rooms import (SPEED_OF_SOUND, foa_encode, image_sources, make_room,
                               simulate_foa_rir, wall_reflection_coefficient)
-from s5lib.data.sofa import SofaError, read_sofa, spherical_to_cartesian, write_sofa
+from s5lib.data.sofa import (SofaError, main as sofa_main, read_sofa,
+                             spherical_to_cartesian, verify_sofa, write_sofa)
 
 SR = 32000
 
@@ -36,14 +41,27 @@ def test_sofa_round_trip(tmp_path):
     np.testing.assert_array_equal(rr.cartesian, positions)
     np.testing.assert_array_equal(rr.direct_delay, delays)
     assert rr.position_type == "cartesian" and rr.sample_rate == SR
+    # SingleRoomSRIR wants one ListenerPosition per measurement: the row is repeated
+    np.testing.assert_array_equal(rr.listener_position, np.zeros((len(irs), 3)))
     with h5py.File(path, "r") as f:  # standard SOFA names and attributes
         assert f.attrs["Conventions"] == b"SOFA"
         assert f.attrs["SOFAConventions"] == b"SingleRoomSRIR"
         assert f.attrs["DataType"] == b"FIR"
+        assert f.attrs["Title"] == b"test room"
+        assert f.attrs["DatabaseName"] == b"s5lib synthetic rooms"
         assert f["SourcePosition"].attrs["Type"] == b"cartesian"
         assert f["SourcePosition"].attrs["Units"] == b"metre"
         assert f["Data.IR"].dims[0][0].name == "/M"  # netCDF dimension scales
+        # sofar stores doubles; float32 input widens exactly; uncompressed, one block
+        assert f["Data.IR"].dtype == np.float64 and f["Data.IR"].chunks is None
+        np.testing.assert_array_equal(f["Data.IR"][()], irs.astype(np.float64))
+        np.testing.assert_array_equal(f["RoomCornerA"][()], [[-3, -2.5, -1.5]])
         np.testing.assert_allclose(f["RoomCornerB"][()] - f["RoomCornerA"][()], [[6, 5, 3]])
+        assert f["RoomVolume"][()].reshape(-1)[0] == pytest.approx(90.0)
+    checked = verify_sofa(path)  # passes sofar's convention check, values as written
+    assert checked.GLOBAL_SOFAConventions == "SingleRoomSRIR"
+    np.testing.assert_array_equal(checked.Data_IR, irs.astype(np.float64))
+    np.testing.assert_array_equal(checked.DirectPathDelay, delays)
     only_positions = read_sofa(path, load_irs=False)
     assert only_positions.irs.shape == (len(irs), 4, 0)
 
@@ -55,9 +73,15 @@ def test_sofa_float64_without_delay_is_general_fir(tmp_path):
     rr = read_sofa(path)
     assert rr.direct_delay is None and rr.sample_rate == 24000
     np.testing.assert_allclose(rr.irs, irs.astype(np.float32))
+    np.testing.assert_array_equal(rr.listener_position, np.zeros((len(irs), 3)))  # broadcast
     with h5py.File(path, "r") as f:
         assert f.attrs["SOFAConventions"] == b"GeneralFIR"
+        assert f.attrs["RoomType"] == b"free field"
         assert f["Data.IR"].dtype == np.float64
+        np.testing.assert_array_equal(f["Data.IR"][()], irs)  # float64 kept as it is
+        assert f["ListenerPosition"].shape == (1, 3)  # GeneralFIR allows one row
+        assert "RoomCornerA" not in f and "DirectPathDelay" not in f
+    assert verify_sofa(path).GLOBAL_SOFAConventions == "GeneralFIR"
 
 
 def test_sofa_write_is_deterministic(tmp_path):
@@ -66,6 +90,7 @@ def test_sofa_write_is_deterministic(tmp_path):
     write_sofa(a, irs, positions, SR, direct_delay=np.arange(5.0))
     write_sofa(b, irs, positions, SR, direct_delay=np.arange(5.0))
     assert open(a, "rb").read() == open(b, "rb").read()
+    assert sorted(os.listdir(tmp_path)) == ["a.sofa", "b.sofa"]  # no temporary left behind
 
 
 def _hand_made_sofa(path, ir_shape=(3, 4, 16), positions=None, position_type=b"cartesian",
@@ -129,6 +154,149 @@ def test_sofa_not_a_sofa_file_and_missing_file(tmp_path):
         read_sofa(str(tmp_path / "missing.sofa"))
     with pytest.raises(SofaError, match="expected \\(M, 4, N\\)"):
         write_sofa(str(tmp_path / "w.sofa"), np.zeros((2, 3, 8)), np.zeros((2, 3)), SR)
+
+
+def test_write_sofa_refuses_bad_input_and_keeps_the_old_file(tmp_path):
+    irs, positions = _example(m=3)
+    path = str(tmp_path / "room.sofa")
+    write_sofa(path, irs, positions, SR)
+    before = open(path, "rb").read()
+    bad_irs = irs.copy()
+    bad_irs[1, 2, 5] = np.inf
+    bad_positions = positions.copy()
+    bad_positions[0, 0] = np.nan
+    for kwargs, message in [
+            (dict(irs=bad_irs), "NaN or infinite IR samples"),
+            (dict(positions=bad_positions), "NaN or infinite source positions"),
+            (dict(positions=positions[:2]), "expected (3, 3)"),
+            (dict(direct_delay=[1.0, 2.0]), "direct_delay has 2 values, expected 3"),
+            (dict(listener_position=np.zeros((2, 3))), "listener_position has shape (2, 3)"),
+            (dict(sample_rate=0), "invalid sample rate")]:
+        args = dict(irs=irs, positions=positions, sample_rate=SR)
+        args.update(kwargs)
+        with pytest.raises(SofaError) as info:
+            write_sofa(path, **args)
+        assert str(info.value).startswith(path) and message in str(info.value)
+    assert open(path, "rb").read() == before  # a refused write leaves the file alone
+    assert os.listdir(tmp_path) == ["room.sofa"]
+    with pytest.raises(SofaError, match="must end in .sofa") as info:
+        write_sofa(str(tmp_path / "room.h5"), irs, positions, SR)
+    assert str(info.value).startswith(str(tmp_path / "room.h5"))
+
+
+def test_tiny_bank_rooms_pass_sofar_and_both_readers_agree(bank_root, bank):
+    paths = sorted(glob.glob(os.path.join(bank_root, "room_ir", "*", "*.sofa")))
+    assert len(paths) >= 2  # train and valid rooms
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # sofar warns when it fills in a missing entry
+            reference = sofar.read_sofa(path, verify=True, verbose=False)
+        verify_sofa(path)  # nothing reported, warnings included
+        assert reference.GLOBAL_SOFAConventions == "SingleRoomSRIR"
+        assert reference.GLOBAL_DatabaseName and reference.GLOBAL_RoomType == "shoebox"
+        ours = read_sofa(path)
+        assert reference.Data_IR.shape == ours.irs.shape and ours.irs.shape[1] == 4
+        # stored as float64 by sofar, yet every value is the float32 the simulator made
+        np.testing.assert_array_equal(ours.irs.astype(np.float64), reference.Data_IR)
+        np.testing.assert_array_equal(ours.positions, reference.SourcePosition)
+        np.testing.assert_array_equal(ours.listener_position, reference.ListenerPosition)
+        np.testing.assert_array_equal(ours.direct_delay, reference.DirectPathDelay)
+        assert ours.sample_rate == reference.Data_SamplingRate == SR
+        assert reference.SourcePosition_Type == ours.position_type == "cartesian"
+    for room in bank.rooms:  # the synthesizer's own per-response reader sees the same values
+        ours = read_sofa(os.path.join(bank_root, room))
+        for index in (0, ours.n_positions - 1):
+            np.testing.assert_array_equal(bank.room_ir(room, index, SR), ours.irs[index])
+
+
+def _sofar_written(path, convention):
+    """A room file made by sofar alone (seeded random responses, not through write_sofa)."""
+    rng = np.random.default_rng(42)
+    m, n = 6, 50
+    sofa = sofar.Sofa(convention, mandatory=True)
+    sofa.Data_IR = rng.standard_normal((m, 4, n))
+    sofa.Data_SamplingRate = 48000.0
+    sofa.Data_Delay = np.zeros((1, 4))
+    sofa.ReceiverPosition = np.zeros((4, 3, 1)) if convention == "SingleRoomSRIR" else \
+        np.zeros((4, 3))
+    if convention == "GeneralFIR":  # its default SourcePosition Type is spherical
+        sofa.SourcePosition = np.stack([rng.uniform(-180, 180, m), rng.uniform(-90, 90, m),
+                                        rng.uniform(0.5, 3.0, m)], axis=1)
+    else:
+        sofa.GLOBAL_DatabaseName = "made by sofar"
+        sofa.SourcePosition = rng.uniform(-3, 3, (m, 3))
+        sofa.ListenerPosition = rng.uniform(1, 2, (m, 3))
+        sofa.add_variable("RoomCornerA", np.zeros((1, 3)), "double", "IC")
+        sofa.add_variable("RoomCornerB", np.array([[5.0, 4.0, 3.0]]), "double", "IC")
+    sofar.write_sofa(path, sofa)  # sofar's defaults, zlib compression included
+    return sofa
+
+
+@pytest.mark.parametrize("convention, position_type",
+                         [("GeneralFIR", "spherical"), ("SingleRoomSRIR", "cartesian")])
+def test_our_reader_reads_a_file_sofar_wrote(tmp_path, convention, position_type):
+    path = str(tmp_path / "by_sofar.sofa")
+    written = _sofar_written(path, convention)
+    with h5py.File(path, "r") as f:
+        assert f["Data.IR"].compression == "gzip"  # not the layout write_sofa uses
+    ours = read_sofa(path)
+    assert ours.irs.dtype == np.float32 and ours.irs.shape == (6, 4, 50)
+    np.testing.assert_array_equal(ours.irs, written.Data_IR.astype(np.float32))
+    np.testing.assert_array_equal(ours.positions, written.SourcePosition)
+    assert ours.position_type == position_type and ours.sample_rate == 48000
+    assert ours.direct_delay is None
+    expected_listener = np.broadcast_to(written.ListenerPosition, (6, 3))
+    np.testing.assert_array_equal(ours.listener_position, expected_listener)
+    if position_type == "spherical":
+        np.testing.assert_allclose(ours.cartesian, spherical_to_cartesian(written.SourcePosition))
+        assert np.all(np.abs(np.linalg.norm(ours.cartesian, axis=1) - written.SourcePosition[:, 2])
+                      < 1e-12)
+    again = sofar.read_sofa(path, verify=True, verbose=False)
+    np.testing.assert_array_equal(ours.irs, again.Data_IR.astype(np.float32))
+    assert ours.sample_rate == again.Data_SamplingRate
+
+
+def test_verify_sofa_names_the_file_and_the_problem(tmp_path):
+    irs, positions = _example()
+    path = str(tmp_path / "room.sofa")
+    write_sofa(path, irs, positions, SR, room_dim=(6, 5, 3))
+    verify_sofa(path)
+    with h5py.File(path, "r+") as f:  # what the former h5py writer left out
+        del f.attrs["DatabaseName"]
+    with pytest.raises(SofaError) as info:
+        verify_sofa(path)
+    assert str(info.value).startswith(path) and "GLOBAL_DatabaseName" in str(info.value)
+    read_sofa(path)  # our reader does not need it
+
+    bare = str(tmp_path / "bare.sofa")  # readable by us, not a SOFA file for sofar
+    _hand_made_sofa(bare, positions=np.zeros((3, 3)))
+    assert read_sofa(bare).n_positions == 3
+    with pytest.raises(SofaError, match="sofar cannot read it") as info:
+        verify_sofa(bare)
+    assert str(info.value).startswith(bare)
+    with pytest.raises(SofaError, match="does not exist"):
+        verify_sofa(str(tmp_path / "missing.sofa"))
+    other_name = str(tmp_path / "room.nc")
+    os.rename(bare, other_name)
+    with pytest.raises(SofaError, match="ending in .sofa"):
+        verify_sofa(other_name)
+
+
+def test_sofa_command_line_checks_and_times_files(tmp_path, capsys):
+    irs, positions = _example()
+    good = str(tmp_path / "good.sofa")
+    write_sofa(good, irs, positions, SR, room_dim=(6, 5, 3))
+    assert sofa_main(["--repeat", "1", good]) == 0
+    out = capsys.readouterr().out
+    assert f"{good}: passes sofar's convention check" in out
+    assert "read_sofa (ours, h5py)" in out and "sofar.SofaStream" in out
+    assert "5 positions x 64 samples at 32000 Hz" in out
+    bare = str(tmp_path / "bare.sofa")
+    _hand_made_sofa(bare, positions=np.zeros((3, 3)))
+    assert sofa_main(["--repeat", "1", good, bare]) == 1
+    out = capsys.readouterr().out
+    assert f"{bare}: sofar cannot read it" in out
+    assert out.count("sofar.read_sofa verify=False") == 1  # timed for the good file only
 
 
 # ------------------------------------------------------------------------------------- rooms
