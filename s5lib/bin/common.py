@@ -74,8 +74,10 @@ def start_training(cfg, info):
     """Common start of the training entry points.
 
     Joins the process group (torchrun) or runs alone, sets up logging (rank 0 writes
-    ``<exp_dir>/train.log`` and the resolved ``config.yaml`` + ``run.sh``), and opens the fixed
-    validation mixtures. Returns ``(dist, synth_config, valid_set)``.
+    ``<exp_dir>/train.log``), and opens the fixed validation mixtures. Returns
+    ``(dist, synth_config, valid_set)``. The resolved ``config.yaml`` + ``run.sh`` are written by
+    :func:`record_training_config` once the trainer has accepted the run (a resume with other
+    settings is refused before anything is overwritten).
     """
     from s5lib.data.datasets import MetadataMixtures
     from s5lib.data.synth import SynthConfig
@@ -85,12 +87,16 @@ def start_training(cfg, info):
     # the model is built after this: seed its initialisation (the same on every rank)
     seed_everything(int(cfg["train"].get("seed", 0)))
     setup_logging(cfg["exp_dir"] if dist.is_main else None, "train")
-    if dist.is_main:
-        write_experiment_config(cfg, cfg["exp_dir"])
     synth = SynthConfig.from_dict(dict(cfg["synth"], year=cfg["year"]))
     valid_set = MetadataMixtures(info["valid_list"], info["bank_root"],
                                  info.get("valid_split", "valid"))
     return dist, synth, valid_set
+
+
+def record_training_config(cfg, dist):
+    """Rank 0 writes the resolved config and its replay script into the experiment dir."""
+    if dist.is_main:
+        write_experiment_config(cfg, cfg["exp_dir"])
 
 
 def target_labels(batch):
@@ -110,28 +116,25 @@ def write_experiment_config(cfg, exp_dir):
         f.write(f"cd {os.getcwd()!r} && python -m {module} --config {os.path.join(exp_dir, 'config.yaml')!r}\n")
 
 
-def load_experiment(exp_dir, builder, checkpoint="checkpoint_best.pt"):
-    """Rebuild a trained model from its experiment dir (``config.yaml`` + checkpoint)."""
+def load_experiment(exp_dir, role, checkpoint="checkpoint_best.pt"):
+    """Rebuild a trained model from its experiment dir (``config.yaml`` + checkpoint), for inference.
+
+    ``role`` is ``tagger`` or ``separator``; the checkpoint is read weights-only and loaded
+    strictly (see :func:`s5lib.models.factory.load_model_file`). Returns ``(model, cfg)``.
+    """
+    from s5lib.models.factory import load_model_file
     cfg_path = os.path.join(exp_dir, "config.yaml")
     if not os.path.isfile(cfg_path):
         raise RecipeError(f"{cfg_path}: not found; was the model trained (stage 2/3)?")
     with open(cfg_path) as f:
         cfg = yaml.safe_load(f)
-    model_cfg = dict(cfg["model"])
-    for key in ("init_checkpoint", "pretrained_m2d"):  # the trained weights replace them
-        model_cfg.pop(key, None)
-    model = builder(model_cfg)
     path = os.path.join(exp_dir, checkpoint)
     if not os.path.isfile(path):
         path = os.path.join(exp_dir, "checkpoint_last.pt")
     if not os.path.isfile(path):
         raise RecipeError(f"{exp_dir}: no checkpoint_best.pt or checkpoint_last.pt")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise RecipeError(f"{path}: does not fit the model in {cfg_path} ({err})") from None
-    model.eval()
+    model, _, description = load_model_file(path, role, model_cfg=cfg["model"])
+    logging.getLogger("common").info("%s", description)
     return model, cfg
 
 

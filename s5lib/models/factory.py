@@ -20,8 +20,13 @@ Tagger::
       trainable: all          # head | backbone_out | N_blocks | all
 """
 import copy
+import os
+
+import yaml
 
 from s5lib import constants
+from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
+                                     load_checkpoint_file, load_strict, strip_prefix)
 from s5lib.models.m2d import M2DConfig, load_m2d_pth
 from s5lib.models.resunet import ResUNet30, ResUNetConfig, load_resunet_checkpoint
 from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
@@ -74,3 +79,187 @@ def build_tagger(model_cfg):
     set_trainable(model, trainable)
     model.kind = kind
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Model files given by path (released checkpoints, our checkpoints, plain state_dict files)
+# ----------------------------------------------------------------------------------------------
+TAGGER_ANCHORS = ("m2d.backbone.cls_token", "backbone.cls_token")  # the 4-channel layout first
+SEPARATOR_ANCHOR = "base.stft.conv_real.weight"
+FULL_SIZE_EMBED_DIM = 768  # ViT-Base: the only M2D size whose head count the weights imply
+
+
+def _count_blocks(weights, prefix):
+    """Number of ``<prefix>N.`` indices among the keys (e.g. ViT blocks)."""
+    found = set()
+    for key in weights:
+        if key.startswith(prefix):
+            index = key[len(prefix):].split(".", 1)[0]
+            if index.isdigit():
+                found.add(int(index))
+    return len(found)
+
+
+def tagger_kind_from_weights(weights, source):
+    """``m2d_2025``, ``m2d_2026`` or ``m2d_2026_4c`` from the key layout of (prefix-free) weights."""
+    if "m2d.backbone.cls_token" in weights:
+        return "m2d_2026_4c"
+    if any(key.startswith("head.tracks.") for key in weights):
+        return "m2d_2026"
+    if "head.weight" in weights:
+        return "m2d_2025"
+    raise CheckpointError(source, "cannot tell which tagger this is: no 'm2d.backbone.*' "
+                                  "(2026, 4 channels), 'head.tracks.*' (2026, 1 channel) or "
+                                  "'head.weight' (2025) keys")
+
+
+def tagger_config_from_weights(weights, source):
+    """The ``model:`` section of the tagger whose (prefix-free) weights these are.
+
+    The type comes from the key layout: ``m2d.backbone.*`` (4-channel 2026 tagger), ``head.tracks.*``
+    (2026 slot head on channel 0) or ``head.weight`` (2025 18-way head). The M2D width and depth
+    come from the shapes; the number of heads is implied for ViT-Base (768-d: 12) only, any other
+    width needs a config file.
+    """
+    kind = tagger_kind_from_weights(weights, source)
+    backbone = "m2d.backbone." if kind == "m2d_2026_4c" else "backbone."
+    embed_dim = int(weights[backbone + "cls_token"].shape[-1])
+    depth = _count_blocks(weights, backbone + "blocks.")
+    if embed_dim != FULL_SIZE_EMBED_DIM:
+        raise CheckpointError(source, f"an M2D encoder of width {embed_dim} (not ViT-Base): its "
+                                      "number of attention heads cannot be read from the weights; "
+                                      "give the tagger's config file (infer: --tagger_config; run.sh: "
+                                      "--tagger_checkpoint_config)")
+    m2d = {"embed_dim": embed_dim, "depth": depth, "num_heads": embed_dim // 64}
+    if kind == "m2d_2025" and tuple(weights["head.weight"].shape)[0] != constants.N_CLASSES:
+        raise CheckpointError(source, f"a 2025 head with {weights['head.weight'].shape[0]} classes, "
+                                      f"expected {constants.N_CLASSES}")
+    return {"type": kind, "m2d": m2d}
+
+
+def separator_config_from_weights(weights, source):
+    """The ``model:`` section of the ResUNet30 whose (prefix-free) weights these are.
+
+    ResUNet (18-d query) or ResUNetK (54-d) from ``label_embedding.0.weight``; the STFT size from
+    the fixed DFT kernels; widths from the encoder convolutions; the mask type from the number of
+    mask maps per (slot, channel). The hop length is not in the weights: the DCASE baseline's 160
+    is assumed (give a config file for anything else).
+    """
+    if "label_embedding.0.weight" not in weights:
+        raise CheckpointError(source, "no 'label_embedding.0.weight': not a label-queried ResUNet30 "
+                                      "(an AudioSep file initialises a separator through its config)")
+    condition_size, label_len = (int(n) for n in weights["label_embedding.0.weight"].shape)
+    if label_len == constants.N_CLASSES:
+        kind, slots = "resunet", 1
+    elif label_len == constants.MAX_TARGETS * constants.N_CLASSES:
+        kind, slots = "resunetk", constants.MAX_TARGETS
+    else:
+        raise CheckpointError(source, f"a label query of {label_len} values: neither ResUNet (18) "
+                                      f"nor ResUNetK (54)")
+    n_fft = int(weights["base.stft.conv_real.weight"].shape[-1])
+    channels = [int(weights[f"base.encoder_block{i}.conv_block1.conv1.weight"].shape[0])
+                for i in range(1, 7)]
+    bottleneck = int(weights["base.conv_block7a.conv_block1.conv1.weight"].shape[0]) if (
+        "base.conv_block7a.conv_block1.conv1.weight" in weights) else channels[-1]
+    in_features = int(weights["base.pre_conv.weight"].shape[1])
+    input_channels = (int(weights["base.out_conv.weight"].shape[1])
+                      if "base.out_conv.weight" in weights else constants.N_FOA_CHANNELS)
+    maps = int(weights["base.after_conv.weight"].shape[0]) // (slots * input_channels)
+    cfg = {"type": kind, "n_fft": n_fft, "hop_length": 160, "channels": channels,
+           "bottleneck_channels": bottleneck, "condition_size": condition_size}
+    if maps == 3:
+        cfg["mask_type"] = "mag_phase"
+    elif in_features == 2 * input_channels:
+        raise CheckpointError(source, "real/imaginary input features with 2 mask maps: a "
+                                      "'real_imag' or a 'complex' mask, the weights cannot tell; "
+                                      "give the separator's config file (infer: --separator_config; "
+                                      "run.sh: --separator_checkpoint_config)")
+    else:
+        raise CheckpointError(source, f"{maps} mask maps per slot and channel: not a ResUNet30 "
+                                      "layout this toolkit knows")
+    return cfg
+
+
+def read_model_config(value, source):
+    """A ``model:`` section from a dict or from a recipe YAML file (its ``model`` entry)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return copy.deepcopy(value)
+    path = str(value)
+    if not os.path.isfile(path):
+        raise CheckpointError(path, f"config file for {source} does not exist")
+    with open(path) as handle:
+        try:
+            cfg = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as err:
+            raise CheckpointError(path, f"not valid YAML ({err})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise CheckpointError(path, "has no 'model:' section (a stage-2/3 config or an experiment's "
+                                    "config.yaml is expected)")
+    return copy.deepcopy(cfg["model"])
+
+
+def is_trainer_checkpoint(checkpoint):
+    """Whether a loaded file is one of our trainer's ``checkpoint_*.pt``."""
+    return isinstance(checkpoint.get("model"), dict) and "optimizer" in checkpoint and "step" in checkpoint
+
+
+def load_model_file(path, role, model_cfg=None):
+    """Build a tagger or separator from a model file and load its weights strictly, for inference.
+
+    ``path`` may be a released DCASE checkpoint (Lightning: ``m2dat.ckpt``, ``m2dat_1c.ckpt``,
+    ``m2dat_4c.ckpt``, ``resunet.ckpt``, ``resunetk.ckpt``), one of our trainer's
+    ``checkpoint_*.pt``, or a plain state_dict file, with or without a key prefix (found by
+    suffix-matching a known module key, as the DCASE loader does). The architecture comes from, in
+    this order: ``model_cfg`` (a ``model:`` dict or a YAML file with one); the ``config.yaml``
+    next to one of our checkpoints; the weights themselves (:func:`tagger_config_from_weights`,
+    :func:`separator_config_from_weights`). Every key and shape must match (a mismatch names the
+    file and the keys). The model is returned in eval mode with every parameter frozen: nothing
+    is trained or updated, BatchNorm statistics included.
+
+    Returns ``(model, model_cfg, description)``.
+    """
+    if role not in ("tagger", "separator"):
+        raise ValueError(f"role must be 'tagger' or 'separator', got {role!r}")
+    path = str(path)
+    checkpoint = load_checkpoint_file(path)
+    weights = extract_state_dict(checkpoint, prefixes=(), source=path)
+    anchors = TAGGER_ANCHORS if role == "tagger" else (SEPARATOR_ANCHOR,)
+    prefix = None
+    for anchor in anchors:
+        prefix = detect_prefix(weights, anchor)
+        if prefix is not None:
+            break
+    if prefix is None:
+        raise CheckpointError(path, f"no key ends with {' or '.join(map(repr, anchors))}: not a "
+                                    f"{role} checkpoint (first keys: {list(weights)[:4]})")
+    weights = strip_prefix(weights, prefix)
+    cfg, origin = read_model_config(model_cfg, path), "the given config"
+    if cfg is None and is_trainer_checkpoint(checkpoint):
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+        if os.path.isfile(beside):
+            cfg, origin = read_model_config(beside, path), beside
+    if cfg is None:
+        detect = tagger_config_from_weights if role == "tagger" else separator_config_from_weights
+        try:
+            cfg, origin = detect(weights, path), "the weights"
+        except KeyError as err:
+            raise CheckpointError(path, f"key {err} is missing: not a {role} layout this toolkit "
+                                        "knows") from None
+    for key in ("init_checkpoint", "pretrained_m2d"):  # the file's weights replace them
+        cfg.pop(key, None)
+    if role == "tagger":
+        cfg["type"] = cfg.get("type") or tagger_kind_from_weights(weights, path)
+        model = build_tagger(cfg)
+    else:
+        model = build_separator(cfg)
+    load_strict(model, weights, source=path)
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    kind = "trainer checkpoint" if is_trainer_checkpoint(checkpoint) else (
+        "Lightning checkpoint" if isinstance(checkpoint.get("state_dict"), dict) else "state_dict file")
+    description = (f"{path}: {kind}, key prefix {prefix!r}, {model.kind} "
+                   f"(architecture from {origin})")
+    return model, cfg, description

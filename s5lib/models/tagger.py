@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from s5lib.constants import CLASSES, SILENCE, SILENCE_INDEX
 from s5lib.losses.pit import best_permutation, gather_pairs
-from s5lib.models.checkpoints import CheckpointError, detect_prefix, load_strict, strip_prefix
+from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
+                                     load_strict, strip_prefix)
 from s5lib.models.m2d import M2DConfig, M2DEncoder, _as_checkpoint
 
 SLOT_CLASSES = tuple(CLASSES) + (SILENCE,)  # 19-way slot output, silence last (index 18)
@@ -481,16 +482,15 @@ def set_trainable(tagger, mode):
 
 
 def load_tagger_checkpoint(model, path):
-    """Load a Lightning checkpoint of a tagger (``m2dat.ckpt``, ``m2dat_4c.ckpt``, CP-JKU SED
-    training checkpoints) strictly, as the DCASE inference loader does: the weights are
-    ``ckpt['state_dict']`` (or the dict itself), the prefix is whatever precedes the model's first
+    """Load a tagger checkpoint strictly: a Lightning file (``m2dat.ckpt``, ``m2dat_4c.ckpt``, CP-JKU
+    SED training checkpoints), one of our trainer's ``checkpoint_*.pt`` (a phase-1 run that phase 2
+    starts from) or a plain state_dict file. As the DCASE inference loader does: the weights are
+    ``ckpt['state_dict']`` (else ``ckpt['model']``, else the dict itself), the prefix is whatever precedes the model's first
     key (``model.``), it is stripped, and every key/shape must match.
     """
     checkpoint, source = _as_checkpoint(path)
-    weights = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(weights, dict):
-        raise CheckpointError(source, "'state_dict' is not a dict of tensors")
-    weights = {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    # Lightning files keep the weights under 'state_dict', our trainer's under 'model'
+    weights = extract_state_dict(checkpoint, prefixes=(), source=source)
     anchor = next(iter(model.state_dict()))
     prefix = detect_prefix(weights, anchor)
     if prefix is None:
