@@ -39,6 +39,12 @@ separator_config=conf/separator.yaml
 infer_config=conf/infer.yaml
 score_config=conf/score.yaml
 python=python
+tagger_checkpoint=""   # stage 4: a tagger model file (e.g. the released m2dat.ckpt) instead of stage 2's
+separator_checkpoint=""  # stage 4: a separator model file (e.g. resunetk.ckpt) instead of stage 3's
+tagger_checkpoint_config=""     # YAML with a model: section for tagger_checkpoint (default: read from the file)
+separator_checkpoint_config=""  # same for separator_checkpoint
+trust_checkpoint=false # allow a full unpickle of checkpoint files that weights-only loading refuses
+test_dir=""            # stages 4-5: a folder of soundscapes other than the data dir's test set (e.g. eval)
 
 help_message="Usage: ./run.sh [options]   (the recipe's run.sh passes them on to stages.sh)
 Runs the stages of this recipe (see the top of stages.sh for what each one does).
@@ -62,6 +68,13 @@ Options (default):
   --infer_config FILE    stage 4 config ($infer_config)
   --score_config FILE    stage 5 config ($score_config)
   --python CMD           python interpreter of the Python steps ($python)
+  --tagger_checkpoint FILE     stage 4: tagger model file instead of stage 2's ('$tagger_checkpoint')
+  --separator_checkpoint FILE  stage 4: separator model file instead of stage 3's ('$separator_checkpoint')
+  --tagger_checkpoint_config FILE, --separator_checkpoint_config FILE
+                         YAML (model: section) describing those files; default: read from the file
+  --trust_checkpoint true|false  allow a full unpickle of files weights-only loading refuses ($trust_checkpoint)
+  --test_dir DIR         stages 4-5: soundscapes to process instead of the data dir's test set;
+                         without oracle_target/ (an evaluation set) scoring is skipped ('$test_dir')
   --config FILE          shell file of name=value lines, read before the other options"
 
 if [ ! -f ./path.sh ] || [ ! -f ./cmd.sh ] || [ ! -d ./utils ]; then
@@ -92,8 +105,17 @@ config_fingerprint() {  # config_fingerprint FILE...: "file=checksum" for each e
     if [ -f "$file" ]; then
       printf '%s=%s ' "$file" "$(cksum < "$file" | cut -d' ' -f1)"
     else
-      printf '%s=missing ' "$file"
+      [ -z "$file" ] || printf '%s=missing ' "$file"
     fi
+  done
+}
+
+file_identity() {  # file_identity FILE...: "file=size:mtime" of each given (non-empty) path
+  local file
+  for file in "$@"; do
+    [ -n "$file" ] || continue
+    [ -f "$file" ] || die "file not found: $file"
+    printf '%s=%s ' "$file" "$(stat -c '%s:%Y' "$file")"
   done
 }
 
@@ -107,7 +129,9 @@ score_exp=$exp_dir/score_${tag:-$(config_name "$score_config")}
 settings_1="year=$year db_root=$db_root data_dir=$data_dir seed=$seed $(config_fingerprint "$data_config")"
 settings_2="$settings_1 $(config_fingerprint "$tagger_config")"
 settings_3="$settings_2 $(config_fingerprint "$separator_config")"
-settings_4="$settings_3 $(config_fingerprint "$infer_config")"
+settings_4="$settings_3 $(config_fingerprint "$infer_config") test_dir=$test_dir trust_checkpoint=$trust_checkpoint"
+settings_4+=" $(file_identity "$tagger_checkpoint" "$separator_checkpoint") $(config_fingerprint \
+  "$tagger_checkpoint_config" "$separator_checkpoint_config")"
 settings_5="$settings_4 $(config_fingerprint "$score_config")"
 
 is_done() {  # is_done STAGE_DIR SETTINGS: true when the stage finished with these settings
@@ -130,7 +154,9 @@ write_replay() {  # write_replay STAGE_DIR COMMAND...: STAGE_DIR/run.sh re-runs 
 resolved_options() {  # the options of this run, to replay a stage through stages.sh
   local name
   for name in year db_root data_dir exp_dir ngpu num_nodes nj seed tag cmd_backend \
-      data_config tagger_config separator_config infer_config score_config; do
+      data_config tagger_config separator_config infer_config score_config \
+      tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
+      trust_checkpoint test_dir; do
     printf '%s\n%s\n' "--$name" "${!name}"
   done
 }
@@ -157,7 +183,8 @@ run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
     export stage_dir=$dir
     export year db_root data_dir exp_dir ngpu num_nodes nj seed tag force python \
       data_config tagger_config separator_config infer_config score_config \
-      prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
+      tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
+      trust_checkpoint test_dir prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
     bash "$script"
   ) 2>&1 | tee "$dir/logs/stage$n.log"; then
     die "Stage $n failed; see $dir/logs/stage$n.log"

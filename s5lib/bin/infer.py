@@ -1,17 +1,33 @@
 """Stage 4: tag and separate the test mixtures, write estimates under the official names.
 
-    python -m s5lib.bin.infer --config conf/infer.yaml --data data \
+    python -m s5lib.bin.infer --config conf/infer.yaml --data data \\
         --tagger_exp exp/tagger_x --separator_exp exp/separator_y --out_dir exp/infer_z
+    python -m s5lib.bin.infer --config conf/infer.yaml --data data \\
+        --tagger_checkpoint m2dat.ckpt --separator_checkpoint resunetk.ckpt --out_dir exp/official
+
+The models come from experiment dirs of stages 2/3 (``--tagger_exp``, ``--separator_exp``: their
+``config.yaml`` and ``checkpoint_best.pt``) or from model files (``--tagger_checkpoint``,
+``--separator_checkpoint``): the organisers' released checkpoints (2025 ``m2dat.ckpt``,
+``resunet.ckpt``, ``resunetk.ckpt``; 2026 ``m2dat_1c.ckpt``, ``m2dat_4c.ckpt``, ``resunetk.ckpt``),
+our ``checkpoint_*.pt`` or plain state_dict files. The architecture is read from the file where
+it can be (tagger year and 1c/4c, ResUNet vs ResUNetK, sizes) or from ``--tagger_config`` /
+``--separator_config`` (a YAML with a ``model:`` section); loading is strict, weights-only (a file
+that needs a full unpickle is refused unless ``--trust_checkpoint true``) and nothing is trained:
+the models run in eval mode, BatchNorm statistics untouched.
 
 For every label mode in ``label_modes``:
 
-* ``estimated``: the tagger's labels (its best checkpoint) query the separator;
-* ``oracle``: the reference labels do (separation-only evaluation);
+* ``estimated``: the tagger's labels query the separator (``decode:`` options, see
+  :mod:`s5lib.infer.tag`);
+* ``oracle``: the reference labels do (separation-only evaluation); skipped with a note when the
+  test folder has no ``oracle_target/`` (an evaluation set);
 
 the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (2025) or
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
-confidence; 1.0 for oracle labels). Runs batched on CPU or GPU (``--device``).
+confidence; 1.0 for oracle labels). ``--test_dir`` points at another folder of soundscapes (e.g.
+the evaluation set, ``<dir>/soundscape/*.wav``) than the data dir's test set. Runs batched on CPU
+or GPU (``--device``).
 """
 import json
 import logging
@@ -23,14 +39,15 @@ from tqdm import tqdm
 
 from s5lib import constants
 from s5lib.audio import write_audio
-from s5lib.bin.common import (load_experiment, read_dataset_info, resolve_year, run_cli,
-                              setup_logging, target_labels, write_experiment_config)
+from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, resolve_year,
+                              run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
 from s5lib.infer.separate import separate_batch
-from s5lib.infer.tag import tag_batch
+from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics.naming import source_filename
-from s5lib.models.factory import build_separator, build_tagger
+from s5lib.models.checkpoints import trust_checkpoints
+from s5lib.models.factory import load_model_file
 
 logger = logging.getLogger("infer")
 
@@ -38,14 +55,23 @@ DEFAULTS = {
     "data": "data",
     "tagger_exp": "",
     "separator_exp": "",
+    "tagger_checkpoint": "",     # a model file instead of tagger_exp
+    "separator_checkpoint": "",  # a model file instead of separator_exp
+    "tagger_config": "",         # YAML whose model: section describes tagger_checkpoint
+    "separator_config": "",      # YAML whose model: section describes separator_checkpoint
+    "trust_checkpoint": False,   # allow a full unpickle of files weights-only loading refuses
+    "test_dir": "",              # default: the data dir's test set
+    "max_mixtures": None,        # only the first N mixtures (quick checks)
     "out_dir": "exp/infer",
     "year": None,
     "label_modes": ["estimated", "oracle"],
     "batch_size": 4,
     "num_workers": 0,
     "device": "auto",
-    "decode": {"threshold": 0.5, "min_labels": 1, "max_labels": 3},
+    "decode": dict(DECODE_DEFAULTS),
 }
+LABEL_MODES = ("estimated", "oracle")
+TAGGER_YEAR = {"m2d_2025": 2025, "m2d_2026": 2026, "m2d_2026_4c": 2026}
 
 
 def pick_device(name):
@@ -61,9 +87,6 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
         os.unlink(os.path.join(est_dir, f))
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"],
                                          num_workers=cfg["num_workers"])
-    decode = dict(cfg["decode"])
-    if year == 2026:
-        decode["min_labels"] = 0
     probabilities = []
     t0, n_written = time.time(), 0
     for batch in tqdm(loader, desc=f"infer ({mode} labels)", mininterval=5):
@@ -71,7 +94,7 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
         if mode == "oracle":
             tagged = [[(label, 1.0) for label in labels] for labels in target_labels(batch)]
         else:
-            tagged = tag_batch(tagger, mixture, **decode)
+            tagged = tag_batch(tagger, mixture, **cfg["decode"])
         estimates = separate_batch(separator, mixture, [[lbl for lbl, _ in t] for t in tagged])
         for b, index in enumerate(batch["index"].tolist()):
             name = dataset.names[index]
@@ -91,29 +114,68 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
                 len(dataset), seconds, seconds / audio_seconds)
 
 
+def load_role(cfg, role):
+    """The tagger or separator of this run, from its model file or its experiment dir."""
+    path, exp_dir = cfg[f"{role}_checkpoint"], cfg[f"{role}_exp"]
+    if path:
+        model, _, description = load_model_file(path, role, cfg[f"{role}_config"] or None)
+        logger.info("%s: %s", role, description)
+        return model
+    if not exp_dir:
+        raise RecipeError(f"infer: give --{role}_exp DIR (stage {2 if role == 'tagger' else 3}) "
+                          f"or --{role}_checkpoint FILE")
+    model, _ = load_experiment(exp_dir, role)
+    return model
+
+
+def open_test_set(cfg, info, year):
+    """The test mixtures; references only where the folder has them (not on evaluation sets)."""
+    test_dir = cfg["test_dir"] or info["test_dir"]
+    has_references = os.path.isdir(os.path.join(test_dir, "oracle_target"))
+    dataset = PremixedMixtures(test_dir, year=year, with_references=has_references)
+    if cfg["max_mixtures"]:
+        dataset.names = dataset.names[:int(cfg["max_mixtures"])]
+    return dataset, test_dir, has_references
+
+
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
-    info = read_dataset_info(cfg["data"])
+    if cfg["test_dir"] and cfg["year"] and not os.path.isfile(os.path.join(cfg["data"], "dataset.json")):
+        info = {"test_dir": cfg["test_dir"], "year": cfg["year"]}  # e.g. an evaluation set alone
+    else:
+        info = read_dataset_info(cfg["data"])
     year = resolve_year(cfg, info)
+    modes = list(cfg["label_modes"])
+    bad = [m for m in modes if m not in LABEL_MODES]
+    if bad:
+        raise RecipeError(f"infer: unknown label mode(s) {bad} (known: {', '.join(LABEL_MODES)})")
     out_dir = cfg["out_dir"]
     setup_logging(out_dir, "infer")
-    write_experiment_config(cfg, out_dir)
+    trust_checkpoints(cfg["trust_checkpoint"])
+    dataset, test_dir, has_references = open_test_set(cfg, info, year)
+    if not has_references and "oracle" in modes:
+        logger.warning("%s has no oracle_target/ (an evaluation set): label mode 'oracle' skipped, "
+                       "and there is nothing to score", test_dir)
+        modes.remove("oracle")
     device = pick_device(cfg["device"])
-    if not cfg["separator_exp"]:
-        raise SystemExit("infer: --separator_exp is required")
-    separator, _ = load_experiment(cfg["separator_exp"], build_separator)
-    separator.to(device)
+    separator = load_role(cfg, "separator").to(device)
     tagger = None
-    if "estimated" in cfg["label_modes"]:
-        if not cfg["tagger_exp"]:
-            raise SystemExit("infer: --tagger_exp is required for label mode 'estimated'")
-        tagger, _ = load_experiment(cfg["tagger_exp"], build_tagger)
-        tagger.to(device)
-    dataset = PremixedMixtures(info["test_dir"], year=year)
-    for mode in cfg["label_modes"]:
-        if mode not in ("estimated", "oracle"):
-            raise SystemExit(f"infer: unknown label mode {mode!r} (estimated, oracle)")
-        run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device)
+    if "estimated" in modes:
+        tagger = load_role(cfg, "tagger").to(device)
+        tagger_year = TAGGER_YEAR.get(tagger.kind)
+        if tagger_year is not None and tagger_year != year:
+            raise RecipeError(f"infer: the tagger is a {tagger.kind} model ({tagger_year} rules) but "
+                              f"this run follows the {year} rules (--year)")
+        try:
+            cfg["decode"] = check_decode(tagger.kind, cfg["decode"])
+        except ValueError as err:
+            raise RecipeError(f"infer: {err}") from None
+    cfg["label_modes_run"] = modes
+    cfg["has_references"] = has_references
+    write_experiment_config(cfg, out_dir)
+    with torch.inference_mode():
+        for mode in modes:
+            run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device)
 
 
 if __name__ == "__main__":

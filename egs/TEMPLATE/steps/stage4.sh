@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Stage 4 (shared): inference on the test set, python -m s5lib.bin.infer with $infer_config:
-# estimated labels (tagger of stage 2) and oracle labels, estimates under the official names.
+# estimated labels (the tagger) and oracle labels, estimates under the official names.
+# The models are stage 2/3's experiment dirs, or the model files of --tagger_checkpoint /
+# --separator_checkpoint (released checkpoints: no stage 2/3 needed). --test_dir processes
+# another folder of soundscapes (an evaluation set: estimates only).
 set -euo pipefail
 . steps/common.sh
 require_file "$infer_config"
 log_file=$stage_dir/logs/infer.log
+args=(--config "$infer_config" --data "$data_dir" --out_dir "$stage_dir" --year "$year"
+      --device "$(device_name)" --trust_checkpoint "${trust_checkpoint:-false}")
+if [ -n "${tagger_checkpoint:-}" ]; then
+  args+=(--tagger_checkpoint "$tagger_checkpoint" --tagger_config "${tagger_checkpoint_config:-}")
+else
+  args+=(--tagger_exp "$tagger_exp")
+fi
+if [ -n "${separator_checkpoint:-}" ]; then
+  args+=(--separator_checkpoint "$separator_checkpoint"
+         --separator_config "${separator_checkpoint_config:-}")
+else
+  args+=(--separator_exp "$separator_exp")
+fi
+[ -n "${test_dir:-}" ] && args+=(--test_dir "$test_dir")
 echo "inference: log in $log_file"
-$decode_cmd --gpu "$ngpu" "$log_file" "$python" -m s5lib.bin.infer --config "$infer_config" \
-  --data "$data_dir" --tagger_exp "$tagger_exp" --separator_exp "$separator_exp" \
-  --out_dir "$stage_dir" --year "$year" --device "$(device_name)" \
+$decode_cmd --gpu "$ngpu" "$log_file" "$python" -m s5lib.bin.infer "${args[@]}" \
   || { tail -n 20 "$log_file" >&2; exit 1; }
-grep -E "estimates for" "$log_file" || true
+grep -E "estimates for|skipped|: (Lightning|trainer|state_dict)" "$log_file" || true

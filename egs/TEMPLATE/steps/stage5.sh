@@ -3,8 +3,15 @@
 # the test set, then regenerate the recipe's RESULTS.md (never edit it by hand).
 set -euo pipefail
 . steps/common.sh
-test_dir=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['test_dir'])" \
-  "$data_dir/dataset.json")
+if [ -z "${test_dir:-}" ]; then
+  test_dir=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['test_dir'])" \
+    "$data_dir/dataset.json")
+fi
+if [ ! -d "$test_dir/oracle_target" ]; then
+  echo "scoring skipped: $test_dir has no oracle_target/ (an evaluation set); the estimates are in"
+  echo "$infer_exp/*/estimates; package them with python -m s5lib.bin.package_submission"
+  exit 0
+fi
 recipe=$(basename "$(pwd)")
 score_args=(--year "$year" --ref_dir "$test_dir" --recipe "$recipe" --nj "$nj")
 [ -f "$score_config" ] && score_args+=(--config "$score_config")
