@@ -32,13 +32,15 @@ import torch
 
 from s5lib import constants
 from s5lib.bin.common import (RecipeError, crop_batch, read_dataset_info, resolve_year, run_cli,
-                              start_training, target_labels)
+                              record_training_config, start_training,
+                              target_labels)
 from s5lib.config import parse_config
 from s5lib.data.datasets import OnTheFlyMixtures
 from s5lib.data.gpu_synth import OnTheFlyRawMixtures, collate_raw, synthesize_batch
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics import sdri
+from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import build_separator
 from s5lib.train.trainer import Trainer
 
@@ -52,6 +54,7 @@ DEFAULTS = {
     "loss": None,  # default: masked_multislot_neg_snr (2025) / class_aware_pit_neg_snr (2026)
     "loss_kwargs": {},
     "synth": {},  # SynthConfig overrides for training mixtures (e.g. n_interferers)
+    "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,  # on-the-fly mixtures per epoch
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
@@ -60,6 +63,17 @@ DEFAULTS = {
     "train": {"epochs": 1, "batch_size": 4, "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5,
               "best_metric": "valid_sdri", "best_mode": "max"},
 }
+
+
+def pick_query_slot(active, index):
+    """The slot queried per item by the single-query ResUNet: one of the item's active slots,
+    chosen from its index (reproducible), whichever slots are active (after ``crop_batch`` a
+    silent slot may come before an active one). Items with no active slot get slot 0."""
+    n_active = active.sum(1)
+    choice = (index.to(torch.int64) * 7919 + 17) % n_active.clamp(min=1)
+    position = active.to(torch.int64).cumsum(1) - 1  # rank of each active slot among them
+    hit = active & (position == choice[:, None])
+    return hit.to(torch.int64).argmax(1)
 
 
 def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
@@ -76,11 +90,8 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
             if not keep.any():
                 return (model(mixture[:1], batch["slot_onehot"][:1, 0]).sum() * 0.0,
                         {"skipped": 1.0})
-            # one target per mixture, chosen from the item index (reproducible)
-            n_active = active.sum(1).clamp(min=1)
-            slot = (batch["index"] * 7919 + 17) % n_active
             rows = torch.arange(mixture.shape[0], device=mixture.device)[keep]
-            slot = slot[keep]
+            slot = pick_query_slot(active, batch["index"])[keep]
             est = model(mixture[rows], batch["slot_onehot"][rows, slot])[:, 0]
             loss = loss_fn(est, refs[rows, slot])
             return loss.mean(), {}
@@ -146,6 +157,7 @@ def make_valid_fn(dataset, batch_size, max_mixtures):
 
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    trust_checkpoints(cfg["trust_checkpoint"])
     info = read_dataset_info(cfg["data"])
     year = resolve_year(cfg, info)
     if cfg["loss"] is None:
@@ -164,7 +176,8 @@ def main(argv=None):
                                                       cfg["valid_max_mixtures"]),
                       make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"]),
                       cfg["train"], cfg["exp_dir"], dist_info=dist, collate_fn=collate_fn,
-                      batch_transform=batch_transform)
+                      batch_transform=batch_transform, run_config=cfg)
+    record_training_config(cfg, dist)
     summary = trainer.train()
     if dist.is_main:
         logger.info("finished: %s", summary)

@@ -8,19 +8,30 @@ cross-entropy. Validation decodes the fixed validation mixtures and reports the 
 accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
 ``checkpoint_best.pt``. Start from a real M2D release with ``--model.pretrained_m2d PATH``
 (and ``--model.trainable head`` for the baseline's first phase).
+
+Phases: a ``phases:`` list in the config runs the official multi-phase schedule in one stage —
+each entry is a set of config overrides (plus a ``name``) applied on top of the rest of the
+config; phase ``i`` trains in ``<exp_dir>/phase<i>_<name>/`` and starts from phase ``i-1``'s
+``checkpoint_best.pt`` (``model.init_checkpoint``). The last phase's best checkpoint and
+config are then published as ``<exp_dir>/checkpoint_best.pt`` and ``<exp_dir>/config.yaml``
+(what stage 4 reads). A re-run resumes the unfinished phase and skips finished ones.
 """
 import logging
+import os
+import shutil
 
 import numpy as np
 import torch
 
 from s5lib import constants
-from s5lib.bin.common import (read_dataset_info, resolve_year, run_cli, start_training,
+from s5lib.bin.common import (RecipeError, read_dataset_info, resolve_year, run_cli,
+                              record_training_config, start_training,
                               target_labels)
-from s5lib.config import parse_config
+from s5lib.config import merge, parse_config
 from s5lib.data.datasets import OnTheFlyMixtures
-from s5lib.infer.tag import tag_batch
+from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
+from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import build_tagger
 from s5lib.models.tagger import multilabel_bce, pit_slot_ce
 from s5lib.train.trainer import Trainer
@@ -33,10 +44,12 @@ DEFAULTS = {
     "year": None,  # default: the data's year
     "model": {"type": None},  # default: m2d_2025 (2025) / m2d_2026 (2026)
     "synth": {},
+    "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,
     "valid_max_mixtures": 100,
     "valid_batch_size": 8,
-    "decode": {"threshold": 0.5, "min_labels": 1, "max_labels": 3},
+    "decode": dict(DECODE_DEFAULTS),  # see s5lib.infer.tag (multi-label or slot decoding)
+    "phases": [],  # optional multi-phase schedule: a list of config overrides, each with a name
     # start the 2025 head's biases at the class prior (about 2 of 18 classes active), so a model
     # trained from scratch does not spend its first thousand updates learning that prior
     "prior_bias_init": True,
@@ -72,16 +85,14 @@ def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
     return valid_fn
 
 
-def main(argv=None):
-    cfg = parse_config(DEFAULTS, argv, description=__doc__)
-    info = read_dataset_info(cfg["data"])
-    year = resolve_year(cfg, info)
-    if not cfg["model"].get("type"):
-        cfg["model"]["type"] = "m2d_2025" if year == 2025 else "m2d_2026"
-    decode = dict(cfg["decode"])
-    if year == 2026:
-        decode["min_labels"] = 0  # 2026 mixtures may hold no target
-        cfg["decode"] = decode
+def train_one(cfg, info):
+    """Train one tagger with the resolved config ``cfg`` (one phase); returns the summary."""
+    year = cfg["year"]
+    try:
+        decode = check_decode(cfg["model"]["type"], cfg["decode"])
+    except ValueError as err:
+        raise RecipeError(f"train_tagger: {err}") from None
+    cfg["decode"] = decode
     dist, synth, valid_set = start_training(cfg, info)
     train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
                                  epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
@@ -96,10 +107,69 @@ def main(argv=None):
     trainer = Trainer(model, train_set,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
                                     year, decode),
-                      make_loss_step(model.kind), cfg["train"], cfg["exp_dir"], dist_info=dist)
+                      make_loss_step(model.kind), cfg["train"], cfg["exp_dir"], dist_info=dist,
+                      run_config=cfg)
+    record_training_config(cfg, dist)
     summary = trainer.train()
     if dist.is_main:
         logger.info("finished: %s", summary)
+    return summary, dist
+
+
+def phase_configs(cfg):
+    """The resolved config of every phase (a single one without ``phases``)."""
+    phases = cfg.pop("phases", None) or []
+    if not phases:
+        return [cfg]
+    if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
+        raise RecipeError("train_tagger: phases must be a list of mappings (config overrides)")
+    out, previous = [], None
+    for number, phase in enumerate(phases, start=1):
+        phase = dict(phase)
+        name = str(phase.pop("name", f"phase{number}"))
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise RecipeError(f"train_tagger: phase name {name!r} must be letters, digits, _ or -")
+        unknown = sorted(set(phase) - set(cfg))
+        if unknown:
+            raise RecipeError(f"train_tagger: phase {name!r} overrides unknown key(s) {unknown}")
+        resolved = merge(cfg, phase)
+        resolved["exp_dir"] = os.path.join(cfg["exp_dir"], f"phase{number}_{name}")
+        if previous is not None:
+            resolved["model"]["init_checkpoint"] = os.path.join(previous, "checkpoint_best.pt")
+        out.append(resolved)
+        previous = resolved["exp_dir"]
+    return out
+
+
+def publish_last_phase(phase_dir, exp_dir):
+    """Make the last phase's best checkpoint and config the experiment's (hard link, else copy)."""
+    for name in ("checkpoint_best.pt", "config.yaml"):
+        source, target = os.path.join(phase_dir, name), os.path.join(exp_dir, name)
+        tmp = target + ".tmp"
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+
+def main(argv=None):
+    cfg = parse_config(DEFAULTS, argv, description=__doc__)
+    trust_checkpoints(cfg["trust_checkpoint"])
+    info = read_dataset_info(cfg["data"])
+    year = resolve_year(cfg, info)
+    if not cfg["model"].get("type"):
+        cfg["model"]["type"] = "m2d_2025" if year == 2025 else "m2d_2026"
+    phases = phase_configs(cfg)
+    for number, phase_cfg in enumerate(phases, start=1):
+        if len(phases) > 1:
+            logger.info("phase %d of %d: %s", number, len(phases), phase_cfg["exp_dir"])
+        _, dist = train_one(phase_cfg, info)
+    if len(phases) > 1 and dist.is_main:
+        publish_last_phase(phases[-1]["exp_dir"], cfg["exp_dir"])
+        logger.info("published %s as the experiment's checkpoint_best.pt", phases[-1]["exp_dir"])
 
 
 if __name__ == "__main__":

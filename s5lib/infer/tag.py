@@ -1,22 +1,61 @@
 """Tagging a batch of mixtures with any of the M2D taggers: labels and a confidence per label.
 
-* ``m2d_2025`` (multi-label): sigmoid probabilities, decoded with p >= threshold, at least
+Decoding options (the ``decode:`` section of the inference and tagger configs):
+
+* ``m2d_2025`` (multi-label): sigmoid probabilities, decoded with p >= ``threshold``, at least
   ``min_labels`` and at most ``max_labels`` (SPEC §7.1); the confidence is the class probability.
 * ``m2d_2026`` / ``m2d_2026_4c`` (3 slots x 19): arg-max per slot, silence dropped, duplicates kept;
-  the confidence is the slot's softmax probability.
+  the confidence is the slot's softmax probability. ``min_confidence`` (default 0: the official
+  arg-max decoding) turns a slot whose class probability is below it into silence.
+
+An option that does not act on the tagger at hand is an error when it is set to anything but
+its default (:func:`check_decode`), so no setting is silently ignored.
 """
 import torch
 
 from s5lib import constants
 from s5lib.models.tagger import decode_multilabel, decode_slots
 
+DECODE_DEFAULTS = {"threshold": 0.5, "min_labels": 1, "max_labels": constants.MAX_TARGETS,
+                   "min_confidence": 0.0}
+MULTILABEL_OPTIONS = ("threshold", "min_labels", "max_labels")
+SLOT_OPTIONS = ("min_confidence",)
+
+
+def is_slot_tagger(tagger):
+    return getattr(tagger, "kind", "m2d_2025") != "m2d_2025"
+
+
+def check_decode(kind, decode, defaults=DECODE_DEFAULTS):
+    """The decoding options for a tagger of type ``kind``, all of ``defaults`` filled in.
+
+    Raises ValueError naming an unknown option, or an option that the tagger kind does not use
+    but that is set to something else than its default.
+    """
+    decode = dict(decode or {})
+    unknown = sorted(set(decode) - set(defaults))
+    if unknown:
+        raise ValueError(f"decode: unknown option(s) {unknown}; known: {sorted(defaults)}")
+    unused = SLOT_OPTIONS if kind == "m2d_2025" else MULTILABEL_OPTIONS
+    ignored = sorted(key for key in unused if key in decode and decode[key] != defaults[key])
+    if ignored:
+        what = ("a multi-label tagger (threshold, min_labels, max_labels)" if kind == "m2d_2025"
+                else "a slot tagger (arg-max per slot; min_confidence)")
+        raise ValueError(f"decode: {', '.join(f'{k}={decode[k]!r}' for k in ignored)} has no effect "
+                         f"on the {kind} tagger, {what}; remove it")
+    full = dict(defaults)
+    full.update(decode)
+    if not 0.0 <= float(full["min_confidence"]) <= 1.0:
+        raise ValueError(f"decode: min_confidence must be in [0, 1], got {full['min_confidence']}")
+    return full
+
 
 @torch.no_grad()
-def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants.MAX_TARGETS):
+def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants.MAX_TARGETS,
+              min_confidence=0.0):
     """mixture (B, 4, N) -> per mixture a list of (label, confidence), at most 3."""
-    kind = getattr(tagger, "kind", "m2d_2025")
     logits = tagger(mixture)
-    if kind == "m2d_2025":
+    if not is_slot_tagger(tagger):
         probs = torch.sigmoid(logits.float())
         keep = decode_multilabel(probs, threshold, min_labels, max_labels)
         out = []
@@ -24,4 +63,7 @@ def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants
             chosen = [(constants.CLASSES[c], row_p[c]) for c in range(constants.N_CLASSES) if row_k[c]]
             out.append(sorted(chosen, key=lambda lp: -lp[1]))
         return out
-    return decode_slots(logits.float())
+    decoded = decode_slots(logits.float())
+    if min_confidence > 0:
+        decoded = [[(label, p) for label, p in row if p >= min_confidence] for row in decoded]
+    return decoded

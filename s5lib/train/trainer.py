@@ -125,6 +125,8 @@ RESUME_IGNORED_KEYS = (
     "train.find_unused_parameters",  # DDP's search for unused parameters: same gradients
     "exp_dir",                       # where the run lives, not what it computes
     "valid_batch_size",              # batching of validation; metrics are per mixture
+    "synthesis",                     # cpu or device rendering: the same mixtures (within 1e-5)
+    "trust_checkpoint",              # how input files may be read, not what they hold
 )
 # The run's length: may change on resume when the lr schedule does not depend on it.
 RESUME_LENGTH_KEYS = ("train.max_steps", "train.epochs")

@@ -25,7 +25,7 @@ run_training() {  # run_training MODULE CONFIG: train on ngpu GPUs x num_nodes (
     utils/launch_python.sh --ngpu "$ngpu" --num_nodes "$num_nodes" --python "$python" -- \
     "$module" --config "$config" --data "$data_dir" --exp_dir "$stage_dir" --year "$year" \
     --train.seed "$seed" --train.device "$(device_name)" --train.progress false \
-    --train.resume "$resume" \
+    --train.resume "$resume" --trust_checkpoint "${trust_checkpoint:-false}" \
     || { tail -n 30 "$log_file" >&2; exit 1; }
   grep -E "validation after|training finished" "$log_file" | tail -n 4 || true
 }
