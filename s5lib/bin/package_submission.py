@@ -67,22 +67,6 @@ def read_infer_config(est_dir):
     return cfg
 
 
-def _model_section(path):
-    if not os.path.isfile(path):
-        raise RecipeError(f"{path}: not found")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise RecipeError(f"{path}: no 'model:' section")
-    model_cfg = dict(data["model"])
-    for key in ("init_checkpoint", "pretrained_m2d"):  # weights only: the shapes stay the same
-        model_cfg.pop(key, None)
-    return model_cfg
-
-
 def count_system_parameters(infer_cfg, path):
     """Parameters of the tagger plus the separator of a stage-4 run (the models are built from
     their configs; weights are read only for a model file given without a config)."""
@@ -93,16 +77,13 @@ def count_system_parameters(infer_cfg, path):
         model_yaml = infer_cfg.get(f"{role}_config")
         exp = infer_cfg.get(f"{role}_exp")
         if model_file and not model_yaml:
-            loader = getattr(factory, "load_model_file", None)
-            if loader is None:
-                raise RecipeError(f"{path}: {role}_checkpoint without {role}_config")
-            try:
-                model = loader(model_file, role, None)[0]
-            except (ValueError, OSError) as err:
-                raise RecipeError(f"{model_file}: {err}") from None
+            model = factory.load_model_file(model_file, role, None)[0]
         elif model_file or exp:
             config_path = model_yaml if model_file else os.path.join(exp, "config.yaml")
-            model = builder(_model_section(config_path))
+            model_cfg = factory.read_model_config(config_path, role)
+            for key in ("init_checkpoint", "pretrained_m2d"):  # weights only: same shapes
+                model_cfg.pop(key, None)
+            model = builder(model_cfg)
         else:
             raise RecipeError(f"{path}: neither {role}_exp nor {role}_checkpoint is set")
         total += sum(p.numel() for p in model.parameters())
