@@ -36,6 +36,7 @@ from s5lib.bin.common import (RecipeError, crop_batch, read_dataset_info, resolv
                               target_labels)
 from s5lib.config import parse_config
 from s5lib.data.datasets import OnTheFlyMixtures
+from s5lib.data.pool import pool_from_config
 from s5lib.data.gpu_synth import OnTheFlyRawMixtures, collate_raw, synthesize_batch
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
@@ -56,6 +57,7 @@ DEFAULTS = {
     "synth": {},  # SynthConfig overrides for training mixtures (e.g. n_interferers)
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,  # on-the-fly mixtures per epoch
+    "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 800}
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
     "valid_max_mixtures": 50,
@@ -119,18 +121,26 @@ def render_on_device(batch, device):
     return synthesize_batch(batch, device=device)
 
 
-def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed):
-    """(dataset, collate_fn, batch_transform) of the training mixtures for ``synthesis``."""
+def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed, pool=None):
+    """(dataset, collate_fn, batch_transform) of the training mixtures for ``synthesis``
+    (``pool``: a ``pool:`` config section, CPU synthesis only)."""
     if synthesis not in SYNTHESIS_CHOICES:
         raise RecipeError(f"synthesis must be one of {SYNTHESIS_CHOICES}, got {synthesis!r}")
     if synthesis == "auto":
         synthesis = "device" if torch.device(device).type == "cuda" else "cpu"
+    if synthesis == "device" and pool:
+        raise RecipeError("pool: pooled mixtures are rendered on the CPU; use synthesis: cpu "
+                          "with a pool, or drop the pool")
     if synthesis == "device":
         dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
         logger.info("training mixtures rendered on %s (room responses padded to %d samples)",
                     device, dataset.ir_length)
         return dataset, collate_raw, render_on_device
     dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
+    try:
+        dataset = pool_from_config(dataset, pool, epoch_size)
+    except ValueError as err:
+        raise RecipeError(f"train_separator: {err}") from None
     return dataset, None, None
 
 
@@ -167,7 +177,7 @@ def main(argv=None):
     dist, synth, valid_set = start_training(cfg, info)
     train_set, collate_fn, batch_transform = make_train_data(
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
-        epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
+        epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0), pool=cfg["pool"])
     model = build_separator(cfg["model"])
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("separator %s: %s parameters; loss %s; year %d", model.kind, f"{n_params:,}",

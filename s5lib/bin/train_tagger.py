@@ -29,6 +29,7 @@ from s5lib.bin.common import (RecipeError, read_dataset_info, resolve_year, run_
                               target_labels)
 from s5lib.config import merge, parse_config
 from s5lib.data.datasets import OnTheFlyMixtures
+from s5lib.data.pool import pool_from_config
 from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
 from s5lib.models.checkpoints import trust_checkpoints
@@ -46,6 +47,7 @@ DEFAULTS = {
     "synth": {},
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,
+    "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 2000}
     "valid_max_mixtures": 100,
     "valid_batch_size": 8,
     "decode": dict(DECODE_DEFAULTS),  # see s5lib.infer.tag (multi-label or slot decoding)
@@ -96,6 +98,10 @@ def train_one(cfg, info):
     dist, synth, valid_set = start_training(cfg, info)
     train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
                                  epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
+    try:
+        train_set = pool_from_config(train_set, cfg["pool"], cfg["epoch_size"])
+    except ValueError as err:
+        raise RecipeError(f"train_tagger: {err}") from None
     model = build_tagger(cfg["model"])
     if cfg["prior_bias_init"] and model.kind == "m2d_2025" and not (
             cfg["model"].get("init_checkpoint")):

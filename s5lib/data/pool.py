@@ -1,0 +1,118 @@
+"""A pool of training mixtures rendered once and served for many updates (data reuse).
+
+On a few CPU cores the synthesizer, not the model, limits how many updates a small model gets:
+rendering one 10 s FOA mixture costs about as much as a tiny model's update on it. A
+:class:`RenderedPool` renders ``size`` items of an on-the-fly dataset once (in parallel, with
+DataLoader workers), keeps only what the model reads (``keys``; ``channels`` of the mixture),
+and serves them ``len(pool) = epoch_size`` times per epoch, item ``i`` being pooled mixture
+``i % size``. Every ``refresh_epochs`` epochs (optional) the pool is rendered anew from the
+next mixtures of the dataset, so data reuse is bounded.
+
+The ``index`` of a served item is ``epoch * epoch_size + i``: what is seeded by the index
+(random segments in ``crop_batch``, the single-query slot choice) differs between the uses of a
+pooled mixture. Recipe config::
+
+    pool: {mixtures: 2000, channels: [0], keys: [mixture, label_vector], refresh_epochs: null}
+"""
+import logging
+import time
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class RenderedPool(torch.utils.data.Dataset):
+    """``size`` items of ``dataset`` rendered once, served ``epoch_size`` times per epoch.
+
+    Args:
+        dataset: a map-style dataset of item dicts with ``set_epoch`` (e.g.
+            :class:`~s5lib.data.datasets.OnTheFlyMixtures`).
+        size: number of distinct mixtures in the pool.
+        epoch_size: items per epoch (default: ``size``).
+        keys: item keys to keep (default: all); ``index`` is always set by the pool.
+        channels: mixture channels to keep (default: all), e.g. ``[0]`` for a 1-channel tagger.
+        refresh_epochs: render a new pool every this many epochs (None: never).
+        num_workers: processes that render the pool.
+    """
+
+    def __init__(self, dataset, size, epoch_size=None, keys=None, channels=None,
+                 refresh_epochs=None, num_workers=0):
+        if int(size) < 1:
+            raise ValueError(f"pool: mixtures must be >= 1, got {size}")
+        if refresh_epochs is not None and int(refresh_epochs) < 1:
+            raise ValueError(f"pool: refresh_epochs must be >= 1 or null, got {refresh_epochs}")
+        self.dataset = dataset
+        self.size = int(size)
+        self.epoch_size = int(epoch_size or size)
+        self.keys = None if keys is None else set(keys) - {"index"}
+        self.channels = None if channels is None else [int(c) for c in channels]
+        self.refresh_epochs = None if refresh_epochs is None else int(refresh_epochs)
+        self.num_workers = int(num_workers)
+        self.epoch = 0
+        self.generation = None
+        self.items = None
+        self._render(0)
+
+    def __len__(self):
+        return self.epoch_size
+
+    def _keep(self, item):
+        if self.keys is not None:
+            missing = sorted(self.keys - set(item))
+            if missing:
+                raise KeyError(f"pool: the dataset's items have no {missing} (they have "
+                               f"{sorted(item)})")
+            item = {key: value for key, value in item.items() if key in self.keys}
+        else:
+            item = {key: value for key, value in item.items() if key != "index"}
+        if self.channels is not None and "mixture" in item:
+            item["mixture"] = item["mixture"][self.channels].clone()
+        return item
+
+    def _render(self, generation):
+        """Render the pool of ``generation`` (the dataset's epoch ``generation``)."""
+        start = time.time()
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(generation)
+        subset = torch.utils.data.Subset(self.dataset, list(range(self.size)))
+        loader = torch.utils.data.DataLoader(subset, batch_size=None, shuffle=False,
+                                             num_workers=self.num_workers)
+        columns = {}
+        for item in loader:
+            for key, value in self._keep(item).items():
+                columns.setdefault(key, []).append(value)
+        self.items = {key: torch.stack(values) for key, values in columns.items()}
+        self.generation = generation
+        megabytes = sum(v.numel() * v.element_size() for v in self.items.values()) / 2 ** 20
+        logger.info("pool: %d mixtures rendered in %.1f s (%.0f MB; generation %d)", self.size,
+                    time.time() - start, megabytes, generation)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        generation = 0 if self.refresh_epochs is None else self.epoch // self.refresh_epochs
+        if generation != self.generation:
+            self._render(generation)
+
+    def __getitem__(self, index):
+        item = {key: value[int(index) % self.size] for key, value in self.items.items()}
+        item["index"] = torch.tensor(self.epoch * self.epoch_size + int(index))
+        return item
+
+
+POOL_KEYS = ("mixtures", "keys", "channels", "refresh_epochs", "num_workers")
+
+
+def pool_from_config(dataset, pool_cfg, epoch_size):
+    """A :class:`RenderedPool` from a recipe's ``pool:`` section, or ``dataset`` when it is empty."""
+    if not pool_cfg:
+        return dataset
+    unknown = sorted(set(pool_cfg) - set(POOL_KEYS))
+    if unknown:
+        raise ValueError(f"pool: unknown option(s) {unknown}; known: {list(POOL_KEYS)}")
+    if not pool_cfg.get("mixtures"):
+        raise ValueError("pool: 'mixtures' (the number of pooled mixtures) is required")
+    return RenderedPool(dataset, pool_cfg["mixtures"], epoch_size=epoch_size,
+                        keys=pool_cfg.get("keys"), channels=pool_cfg.get("channels"),
+                        refresh_epochs=pool_cfg.get("refresh_epochs"),
+                        num_workers=pool_cfg.get("num_workers", 0))

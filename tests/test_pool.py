@@ -1,0 +1,51 @@
+"""The rendered pool (data reuse): pooled items equal the on-the-fly ones, only what is asked is
+kept, indices vary between uses, and a refresh renders the next mixtures."""
+import pytest
+import torch
+
+from s5lib.data.datasets import OnTheFlyMixtures
+from s5lib.data.pool import RenderedPool, pool_from_config
+from s5lib.data.synth import SynthConfig
+
+
+@pytest.fixture(scope="module")
+def fresh(bank_root):
+    return OnTheFlyMixtures(bank_root, "train", SynthConfig(), epoch_size=6, seed=5)
+
+
+def test_pooled_items_are_the_rendered_ones(fresh):
+    pool = RenderedPool(fresh, 3, epoch_size=7, keys=["mixture", "label_vector"], channels=[0])
+    assert len(pool) == 7
+    fresh.set_epoch(0)
+    for i in range(7):
+        item = pool[i]
+        assert set(item) == {"mixture", "label_vector", "index"}
+        reference = fresh[i % 3]
+        assert item["mixture"].shape == (1, reference["mixture"].shape[1])
+        assert torch.equal(item["mixture"][0], reference["mixture"][0])
+        assert torch.equal(item["label_vector"], reference["label_vector"])
+    # the index differs between the uses of one pooled mixture and between epochs
+    assert pool[0]["index"] != pool[3]["index"]
+    pool.set_epoch(1)
+    assert int(pool[0]["index"]) == 7
+
+
+def test_refresh_renders_the_next_mixtures(fresh):
+    pool = RenderedPool(fresh, 2, epoch_size=2, keys=["mixture"], refresh_epochs=2)
+    first = pool[0]["mixture"].clone()
+    pool.set_epoch(1)
+    assert torch.equal(pool[0]["mixture"], first)  # same generation
+    pool.set_epoch(2)
+    fresh.set_epoch(1)
+    assert torch.equal(pool[0]["mixture"], fresh[0]["mixture"])
+    assert not torch.equal(pool[0]["mixture"], first)
+
+
+def test_pool_config_errors(fresh):
+    assert pool_from_config(fresh, {}, 6) is fresh
+    with pytest.raises(ValueError, match="unknown option"):
+        pool_from_config(fresh, {"mixtures": 2, "size": 3}, 6)
+    with pytest.raises(ValueError, match="mixtures"):
+        pool_from_config(fresh, {"channels": [0]}, 6)
+    with pytest.raises(KeyError, match="no \\['wet'\\]"):
+        RenderedPool(fresh, 1, keys=["wet"])
