@@ -189,7 +189,8 @@ def comparison_rows(summaries):
             ("recipe", summary.get("recipe") or ""),
             ("experiment", summary.get("tag") or ""),
             ("year", summary.get("year")),
-            ("labels", summary.get("label_mode") or ""),
+            ("labels", f"anchor: {summary['anchor']}" if summary.get("anchor")
+             else summary.get("label_mode") or ""),
         ])
         for key, _ in METRIC_COLUMNS:
             row[key] = summary["metrics"].get(key)
@@ -300,7 +301,8 @@ def write_results_md(recipe_dir, experiments, path, title=None):
         lines.append("")
         lines.append("```sh")
         for summary, command in entries:
-            lines.append(f"# {summary.get('label_mode') or 'estimated'} labels")
+            lines.append(f"# anchor: {summary['anchor']}" if summary.get("anchor")
+                         else f"# {summary.get('label_mode') or 'estimated'} labels")
             lines.append(command or summary.get("command") or "(not recorded)")
         lines += ["```", ""]
     text = "\n".join(lines)

@@ -169,32 +169,35 @@ def test_stages_4_and_5_from_released_checkpoints(tiny_recipe, official_dir, yea
     shrink(tiny_recipe / "conf" / "prep_data.yaml", {"n_test": 2})
     result = run_recipe(tiny_recipe, "--year", str(year), "--stage", "1", "--stop_stage", "1")
     assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads((tiny_recipe / "data" / "dataset.json").read_text())
+    data = "data" if year == 2025 else "data_2026"
+    info = json.loads((tiny_recipe / data / "dataset.json").read_text())
     short = tiny_recipe / "short_test"
     names = crop_test_set(info["test_dir"], str(short), 2, 1.0)
     args = ["--year", str(year), "--stage", "4", "--stop_stage", "5", "--tag", "official",
             "--tagger_checkpoint", os.path.join(directory, tagger),
             "--separator_checkpoint", os.path.join(directory, separator),
-            "--test_dir", str(short)]
+            "--test_dir", str(short), "--class_eq_mixtures", "4"]
     result = run_recipe(tiny_recipe, *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exp = tiny_recipe / "exp"
-    assert not (exp / "tagger_official").exists() and not (exp / "separator_official").exists()
-    log = (exp / "infer_official" / "logs" / "infer.log").read_text()
+    assert not (exp / "tagger_official").exists()
+    assert not (exp / "separator_official" / "checkpoint_best.pt").exists()  # nothing trained
+    decode = exp / "separator_official" / "decode_short_test"
+    log = (decode / "logs" / "infer.log").read_text()
     assert "Lightning checkpoint" in log
     for mode in ("estimated", "oracle"):
-        files = sorted(os.listdir(exp / "infer_official" / mode / "estimates"))
+        files = sorted(os.listdir(decode / mode / "estimates"))
         assert files or (year == 2026 and mode == "estimated")
         assert all(f.split("_")[0] + "_" + f.split("_")[1] in names for f in files)
-        summary = json.loads((exp / "score_official" / mode / "summary.json").read_text())
+        summary = json.loads((decode / "scores" / mode / "summary.json").read_text())
         assert summary["metrics"]["n_mixtures"] == 2
     # nothing was trained or updated: the estimates of a second run are identical
-    first = {f: soundfile.read(exp / "infer_official" / "oracle" / "estimates" / f)[0]
-             for f in os.listdir(exp / "infer_official" / "oracle" / "estimates")}
+    first = {f: soundfile.read(decode / "oracle" / "estimates" / f)[0]
+             for f in os.listdir(decode / "oracle" / "estimates")}
     result = run_recipe(tiny_recipe, *args, "--stop_stage", "4", "--force", "true")
     assert result.returncode == 0, result.stderr[-3000:]
     for f, audio in first.items():
-        again = soundfile.read(exp / "infer_official" / "oracle" / "estimates" / f)[0]
+        again = soundfile.read(decode / "oracle" / "estimates" / f)[0]
         assert np.array_equal(audio, again), f
 
 
@@ -210,10 +213,10 @@ def test_evaluation_set_gives_estimates_and_skips_scoring(tiny_recipe, official_
                         "--separator_checkpoint", os.path.join(directory, "resunet.ckpt"),
                         "--test_dir", str(eval_dir))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    infer = tiny_recipe / "exp" / "infer_eval"
+    infer = tiny_recipe / "exp" / "separator_eval" / "decode_eval_set"
     assert os.listdir(infer / "estimated" / "estimates")  # 2025: at least one label per mixture
     assert not (infer / "oracle").exists()
     assert "label mode 'oracle' skipped" in (infer / "logs" / "infer.log").read_text()
     assert "scoring skipped" in result.stdout + result.stderr
-    assert not (tiny_recipe / "exp" / "score_eval" / "estimated").exists()
+    assert not (infer / "scores" / "estimated").exists()
     shutil.rmtree(infer)

@@ -60,41 +60,52 @@ def run_recipe(recipe, *args):
 
 @pytest.mark.parametrize("year", [2025, 2026])
 def test_all_stages_on_the_tiny_bank(tiny_recipe, year):
-    result = run_recipe(tiny_recipe, "--year", str(year))
+    result = run_recipe(tiny_recipe, "--year", str(year), "--class_eq_mixtures", "6")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exp = tiny_recipe / "exp"
+    suffix = "" if year == 2025 else "_2026"  # the 2026 run's dirs do not mix with 2025's
+    tagger, separator = exp / f"tagger{suffix}", exp / f"separator{suffix}"
+    decode = separator / "decode_test"
+    data = tiny_recipe / ("data" if year == 2025 else "data_2026")
     for n in range(1, 6):
         assert f"Stage {n}:" in result.stderr
-    assert (tiny_recipe / "data" / "dataset.json").is_file()
-    assert (exp / "tagger_tagger" / "checkpoint_best.pt").is_file()
-    assert (exp / "separator_separator" / "checkpoint_best.pt").is_file()
-    assert (exp / "separator_separator" / "config.yaml").is_file()
+    assert (data / "dataset.json").is_file()
+    assert (tagger / "checkpoint_best.pt").is_file()
+    assert (separator / "checkpoint_best.pt").is_file()
+    assert (separator / "config.yaml").is_file()
     for mode in ("estimated", "oracle"):
-        est = sorted(os.listdir(exp / "infer_infer" / mode / "estimates"))
+        est = sorted(os.listdir(decode / mode / "estimates"))
         # a tagger trained for 2 updates may find nothing in 2026; oracle labels always query
         assert est or (mode == "estimated" and year == 2026), mode
         for name in est:
             parts = name[:-4].split("_")
             assert parts[0] == "soundscape" and parts[1].isdigit()
             assert parts[2].isdigit() if year == 2026 else len(parts) == 3
-        probs = json.loads((exp / "infer_infer" / mode / "eval_results.json").read_text())
+        probs = json.loads((decode / mode / "eval_results.json").read_text())
         listed = sorted(e["filename"] for p in probs["probabilities"] for e in p["estimate"])
         assert listed == est
-        summary = json.loads((exp / "score_score" / mode / "summary.json").read_text())
+        summary = json.loads((decode / "scores" / mode / "summary.json").read_text())
         metric = "CA-SDRi" if year == 2025 else "CAPI-SDRi"
         assert summary["label_mode"] == mode
+        assert summary["tag"] == f"separator{suffix}/decode_test"
         assert summary["year"] == year
         assert any(metric in key for key in summary["metrics"]), summary["metrics"]
-    oracle = json.loads((exp / "score_score" / "anchor_oracle" / "summary.json").read_text())
-    mixture = json.loads((exp / "score_score" / "anchor_mixture" / "summary.json").read_text())
+    anchors = {name: json.loads((decode / "scores" / f"anchor_{name}" / "summary.json").read_text())
+               for name in ("oracle", "mixture", "silence", "class_eq")}
+    oracle, mixture = anchors["oracle"], anchors["mixture"]
     key = next(k for k in mixture["metrics"] if "SDRi" in k)
     assert abs(mixture["metrics"][key]) < 1e-6  # mixture as estimate: SDRi 0 by definition
     assert oracle["metrics"][key] > 20
+    assert all(a["tag"] == mixture["tag"] == f"separator{suffix}/decode_test"
+               for a in anchors.values())
     results = (tiny_recipe / "RESULTS.md").read_text()
-    assert "generated" in results.lower() and "infer_infer" in results
+    assert "generated" in results.lower() and f"## separator{suffix}/decode_test" in results
+    assert "| anchor: class_eq |" in results and "| anchor: silence |" in results
+    assert "/tmp/" not in results and "--ref_dir data" in results  # paths relative to the recipe
+    assert "Where to look next" in result.stdout
     assert "RESULTS" in result.stdout or "|" in result.stdout  # the table is printed
 
     # a second run skips every finished stage
-    again = run_recipe(tiny_recipe, "--year", str(year))
+    again = run_recipe(tiny_recipe, "--year", str(year), "--class_eq_mixtures", "6")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("already done") == 5

@@ -340,35 +340,45 @@ echo run >> "$stage_dir/ran.txt"
 def test_stages_guards_done_markers_and_force(recipe):
     write_script(recipe / "local" / "stage2.sh", LOCAL_STAGE.format(n=2))
     write_script(recipe / "local" / "stage3.sh", LOCAL_STAGE.format(n=3))
-    tagger_dir = recipe / "exp" / "tagger_tagger"
-    separator_dir = recipe / "exp" / "separator_separator"
+    tagger_dir = recipe / "exp" / "tagger"
+    separator_dir = recipe / "exp" / "separator"
 
     result = run(["./run.sh", "--stage", "3", "--stop_stage", "3"], recipe, check_rc=0)
     assert not tagger_dir.exists()  # stage 2 is outside the range
     assert (separator_dir / "ran.txt").read_text() == "run\n"
-    assert re.search(TIMESTAMP + r" .*Stage 3: separator training: data -> exp/separator_separator",
-                     result.stderr)
+    assert re.search(TIMESTAMP + r" .*Stage 3: separator training: data -> exp/separator$",
+                     result.stderr, re.M)
+    assert (separator_dir / ".stage3.done").is_file()
 
+    # 2026 runs get their own dirs (data_2026, *_2026) unless a tag is given
+    tagger_2026 = recipe / "exp" / "tagger_2026"
     result = run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--year", "2026"], recipe, check_rc=0)
-    assert "stage 2 ran year=2026" in result.stdout
-    assert "stage 2 ran year=2026" in (tagger_dir / "logs" / "stage2.log").read_text()
-    replay = (tagger_dir / "run.sh").read_text()
+    assert "stage 2 ran year=2026 data_dir=data_2026" in result.stdout
+    assert "stage 2 ran year=2026" in (tagger_2026 / "logs" / "stage2.log").read_text()
+    replay = (tagger_2026 / "run.sh").read_text()
     assert "./stages.sh --stage 2 --stop_stage 2 --force true" in replay and "--year 2026" in replay
 
     result = run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--year", "2026"], recipe, check_rc=0)
     assert "skipping" in result.stderr
-    assert (tagger_dir / "ran.txt").read_text() == "run\n"  # skipped: .done matches
+    assert (tagger_2026 / "ran.txt").read_text() == "run\n"  # skipped: the marker matches
 
     run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--year", "2026", "--force", "true"],
         recipe, check_rc=0)
-    assert (tagger_dir / "ran.txt").read_text() == "run\n" * 2
+    assert (tagger_2026 / "ran.txt").read_text() == "run\n" * 2
 
     (recipe / "conf" / "tagger.yaml").write_text("epochs: 3\n")  # new settings: runs again
     run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--year", "2026"], recipe, check_rc=0)
-    assert (tagger_dir / "ran.txt").read_text() == "run\n" * 3
+    assert (tagger_2026 / "ran.txt").read_text() == "run\n" * 3
 
+    run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--seed", "1"], recipe, check_rc=0)
+    assert (tagger_dir / "ran.txt").read_text() == "run\n"  # another training seed: runs
     run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--tag", "try1"], recipe, check_rc=0)
     assert (recipe / "exp" / "tagger_try1" / "ran.txt").exists()
+    (recipe / "conf" / "full").mkdir()
+    (recipe / "conf" / "full" / "tagger_m2dat.yaml").write_text("{}\n")
+    run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--tagger_config",
+         "conf/full/tagger_m2dat.yaml"], recipe, check_rc=0)
+    assert (recipe / "exp" / "tagger_m2dat" / "ran.txt").exists()  # named after the config
 
 
 def test_stages_failing_local_stage_fails_and_leaves_no_done_marker(recipe):
@@ -376,8 +386,8 @@ def test_stages_failing_local_stage_fails_and_leaves_no_done_marker(recipe):
     result = run(["./run.sh", "--stage", "2", "--stop_stage", "2"], recipe)
     assert result.returncode != 0
     assert "Stage 2 failed" in result.stderr
-    assert not (recipe / "exp" / "tagger_tagger" / ".done").exists()
-    assert "broken" in (recipe / "exp" / "tagger_tagger" / "logs" / "stage2.log").read_text()
+    assert not (recipe / "exp" / "tagger" / ".stage2.done").exists()
+    assert "broken" in (recipe / "exp" / "tagger" / "logs" / "stage2.log").read_text()
 
 
 def test_stage1_runs_prep_data_through_the_job_runner(recipe, tmp_path):
@@ -390,18 +400,20 @@ mkdir -p "$out" && echo '{{}}' > "$out/dataset.json"
 echo "prepared $out"
 """)
     options = ["./run.sh", "--stage", "1", "--stop_stage", "1", "--python", str(fake_python),
-               "--year", "2026", "--seed", "3"]
+               "--year", "2026", "--data_seed", "3"]
     result = run(options, recipe, check_rc=0)
-    assert re.search(TIMESTAMP + r" .*Stage 1: data preparation: embedded mini soundbank -> data",
+    assert re.search(TIMESTAMP + r" .*Stage 1: data preparation: embedded mini soundbank -> data_2026",
                      result.stderr)
     calls = (tmp_path / "python.calls").read_text().splitlines()
     assert calls == ["-m", "s5lib.bin.prep_data", "--config", "conf/prep_data.yaml", "--year", "2026",
-                     "--db_root", "", "--out_dir", "data", "--seed", "3", "--nj", "2"]
-    log = (recipe / "exp" / "prep_data" / "logs" / "stage1.log").read_text()
-    assert "prepared data" in log and "# Ended (code 0)" in log
-    assert "s5lib.bin.prep_data" in (recipe / "exp" / "prep_data" / "run.sh").read_text()
+                     "--db_root", "", "--out_dir", "data_2026", "--seed", "3", "--nj", "2"]
+    log = (recipe / "exp" / "prep_data_2026" / "logs" / "stage1.log").read_text()
+    assert "prepared data_2026" in log and "# Ended (code 0)" in log
+    assert "s5lib.bin.prep_data" in (recipe / "exp" / "prep_data_2026" / "run.sh").read_text()
 
     run(options, recipe, check_rc=0)  # same settings: skipped
     assert len((tmp_path / "python.calls").read_text().splitlines()) == len(calls)
-    run(options[:-2] + ["--seed", "4"], recipe, check_rc=0)  # new seed: runs again
+    run(options + ["--seed", "5"], recipe, check_rc=0)  # a training seed does not touch the data
+    assert len((tmp_path / "python.calls").read_text().splitlines()) == len(calls)
+    run(options[:-2] + ["--data_seed", "4"], recipe, check_rc=0)  # new data seed: runs again
     assert len((tmp_path / "python.calls").read_text().splitlines()) == 2 * len(calls)

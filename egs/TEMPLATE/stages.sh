@@ -6,32 +6,33 @@
 # Stages (each runs when stage <= N <= stop_stage):
 #   1 data      build the embedded mini soundbank (or verify --db_root), write the fixed
 #               validation and test sets                        -> $data_dir
-#   2 tagger    tagger training                                 -> $exp_dir/tagger_<config|tag>
-#   3 separator separator training                              -> $exp_dir/separator_<config|tag>
-#   4 infer     (iterative) inference on the test set           -> $exp_dir/infer_<config|tag>
-#   5 score     scoring, RESULTS.md                             -> $exp_dir/score_<config|tag>
+#   2 tagger    tagger training                                 -> $exp_dir/tagger[_<name>]
+#   3 separator separator training                              -> $exp_dir/separator[_<name>]
+#   4 infer     (iterative) inference on the test set           -> <separator dir>/decode_<test>
+#   5 score     scoring + anchors, RESULTS.md                   -> <decode dir>/scores/<labels>
 # Stages 2-5 run the recipe's local/stageN.sh when it exists, else the shared steps/stageN.sh
 # (both see the options below and stage_dir, tagger_exp, separator_exp, infer_exp, score_exp,
 # train_cmd, decode_cmd, cuda_cmd as environment variables); with neither the stage stops with
 # exit status 2.
 #
 # Every stage logs to <stage dir>/logs/stageN.log (overwritten), writes <stage dir>/run.sh that
-# replays it, and marks finished work with <stage dir>/.done holding the settings it ran with.
-# A stage whose .done matches the current settings is skipped unless --force true.
+# replays it, and marks finished work with <stage dir>/.stageN.done holding the settings it ran
+# with. A stage whose marker matches the current settings is skipped unless --force true.
 set -euo pipefail
 
 stage=1                # first stage to run
 stop_stage=5           # last stage to run
 year=2025              # DCASE rule set: 2025 or 2026
 db_root=""             # DCASE dev_set to use; empty: build the embedded mini soundbank
-data_dir=data          # stage 1 output
+data_dir=""            # stage 1 output; default: data (2025), data_2026 (2026)
 exp_dir=exp            # experiment directories go here
 ngpu=0                 # GPUs per node for training / inference (0: CPU)
 num_nodes=1            # nodes for training
 nj=2                   # parallel jobs / processes for data work
-seed=0                 # random seed of data generation and training
+seed=0                 # random seed of training (model initialisation and data order)
+data_seed=0            # random seed of stage 1 (mini soundbank, validation and test sets)
 tag=""                 # name of the stage 2-5 experiment dirs instead of the config names
-force=false            # re-run stages even when their .done marker matches
+force=false            # re-run stages even when their .stageN.done marker matches
 cmd_backend=${cmd_backend:-local}  # job backend: local or slurm (see cmd.sh)
 data_config=conf/prep_data.yaml
 tagger_config=conf/tagger.yaml
@@ -44,6 +45,7 @@ separator_checkpoint=""  # stage 4: a separator model file (e.g. resunetk.ckpt) 
 tagger_checkpoint_config=""     # YAML with a model: section for tagger_checkpoint (default: read from the file)
 separator_checkpoint_config=""  # same for separator_checkpoint
 trust_checkpoint=false # allow a full unpickle of checkpoint files that weights-only loading refuses
+class_eq_mixtures=300  # stage 5: training mixtures the class-EQ anchor is fitted on
 test_dir=""            # stages 4-5: a folder of soundscapes other than the data dir's test set (e.g. eval)
 
 help_message="Usage: ./run.sh [options]   (the recipe's run.sh passes them on to stages.sh)
@@ -53,13 +55,15 @@ Options (default):
   --stop_stage N         last stage to run ($stop_stage)
   --year Y               DCASE rule set, 2025 or 2026 ($year)
   --db_root DIR          DCASE dev_set to verify and use; empty builds the mini soundbank ('$db_root')
-  --data_dir DIR         data directory ($data_dir)
+  --data_dir DIR         data directory (default: data for 2025, data_2026 for 2026)
   --exp_dir DIR          experiment directory ($exp_dir)
   --ngpu N               GPUs per node, 0 for CPU ($ngpu)
   --num_nodes N          nodes for training ($num_nodes)
   --nj N                 parallel jobs for data work ($nj)
-  --seed N               random seed ($seed)
-  --tag NAME             experiment dir suffix instead of the config name ('$tag')
+  --seed N               random seed of training ($seed); a second seed: --seed 1 --tag seed1
+  --data_seed N          random seed of stage 1, the bank and its test set ($data_seed)
+  --tag NAME             name of this run's model dirs: exp/tagger_NAME, exp/separator_NAME
+                         (default: from the config names, plus the year for 2026)
   --force true|false     re-run finished stages ($force)
   --cmd_backend NAME     job backend, local or slurm ($cmd_backend)
   --data_config FILE     stage 1 config ($data_config)
@@ -73,6 +77,7 @@ Options (default):
   --tagger_checkpoint_config FILE, --separator_checkpoint_config FILE
                          YAML (model: section) describing those files; default: read from the file
   --trust_checkpoint true|false  allow a full unpickle of files weights-only loading refuses ($trust_checkpoint)
+  --class_eq_mixtures N  stage 5: training mixtures of the class-EQ anchor ($class_eq_mixtures)
   --test_dir DIR         stages 4-5: soundscapes to process instead of the data dir's test set;
                          without oracle_target/ (an evaluation set) scoring is skipped ('$test_dir')
   --config FILE          shell file of name=value lines, read before the other options"
@@ -87,7 +92,7 @@ fi
 . utils/log.sh
 
 [ $# -eq 0 ] || die "unexpected arguments: $* (options are --name value)"
-for name in stage stop_stage ngpu num_nodes nj seed; do
+for name in stage stop_stage ngpu num_nodes nj seed data_seed; do
   [[ "${!name}" =~ ^[0-9]+$ ]] || die "--$name must be a non-negative integer, got '${!name}'"
 done
 [ "$year" = 2025 ] || [ "$year" = 2026 ] || die "--year must be 2025 or 2026, got '$year'"
@@ -119,23 +124,47 @@ file_identity() {  # file_identity FILE...: "file=size:mtime" of each given (non
   done
 }
 
-prep_exp=$exp_dir/prep_$(basename "$data_dir")  # exp/prep_data for the default data dir
-tagger_exp=$exp_dir/tagger_${tag:-$(config_name "$tagger_config")}
-separator_exp=$exp_dir/separator_${tag:-$(config_name "$separator_config")}
-infer_exp=$exp_dir/infer_${tag:-$(config_name "$infer_config")}
-score_exp=$exp_dir/score_${tag:-$(config_name "$score_config")}
+# Experiment dirs: one per trained model, its decodes and their scores nested in it:
+#   exp/tagger[_<name>]/  exp/separator[_<name>]/decode_<test set>/{estimated,oracle}/  .../scores/
+# <name> is --tag, else the config's name without a leading "tagger_"/"separator_" (none for the
+# default conf/tagger.yaml and conf/separator.yaml), plus the year for 2026 when --tag is empty.
+model_dir_name() {  # model_dir_name KIND CONFIG
+  local kind=$1 name
+  if [ -n "$tag" ]; then
+    name=$tag
+  else
+    name=$(config_name "$2")
+    name=${name#"$kind"}
+    name=${name#_}
+    [ "$year" = 2025 ] || name=${name:+${name}_}$year
+  fi
+  printf '%s' "$kind${name:+_$name}"
+}
+[ -n "$data_dir" ] || { if [ "$year" = 2025 ]; then data_dir=data; else data_dir=data_$year; fi; }
+file_identity_if_present() {  # file_identity_if_present FILE: file_identity, or nothing if absent
+  [ ! -f "$1" ] || file_identity "$1"
+}
 
-# Settings each stage's results depend on; a .done marker holding other settings is stale.
-settings_1="year=$year db_root=$db_root data_dir=$data_dir seed=$seed $(config_fingerprint "$data_config")"
-settings_2="$settings_1 $(config_fingerprint "$tagger_config")"
+prep_exp=$exp_dir/prep_$(basename "$data_dir")  # exp/prep_data for the default data dir
+tagger_exp=$exp_dir/$(model_dir_name tagger "$tagger_config")
+separator_exp=$exp_dir/$(model_dir_name separator "$separator_config")
+test_name=$(basename "${test_dir:-test}")
+decode_name=decode_$test_name
+[ "$(config_name "$infer_config")" = infer ] || decode_name+=_$(config_name "$infer_config")
+infer_exp=$separator_exp/$decode_name
+score_exp=$infer_exp/scores
+
+# Settings each stage's results depend on; a marker holding other settings is stale.
+settings_1="year=$year db_root=$db_root data_dir=$data_dir data_seed=$data_seed $(config_fingerprint "$data_config")"
+settings_2="$settings_1 seed=$seed $(config_fingerprint "$tagger_config")"
 settings_3="$settings_2 $(config_fingerprint "$separator_config")"
 settings_4="$settings_3 $(config_fingerprint "$infer_config") test_dir=$test_dir trust_checkpoint=$trust_checkpoint"
 settings_4+=" $(file_identity "$tagger_checkpoint" "$separator_checkpoint") $(config_fingerprint \
   "$tagger_checkpoint_config" "$separator_checkpoint_config")"
-settings_5="$settings_4 $(config_fingerprint "$score_config")"
+settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
 
-is_done() {  # is_done STAGE_DIR SETTINGS: true when the stage finished with these settings
-  [ "$force" = false ] && [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]
+is_done() {  # is_done MARKER SETTINGS: true when the stage finished with these settings
+  [ "$force" = false ] && [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
 }
 
 write_replay() {  # write_replay STAGE_DIR COMMAND...: STAGE_DIR/run.sh re-runs the stage
@@ -153,10 +182,10 @@ write_replay() {  # write_replay STAGE_DIR COMMAND...: STAGE_DIR/run.sh re-runs 
 
 resolved_options() {  # the options of this run, to replay a stage through stages.sh
   local name
-  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed tag cmd_backend \
+  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag cmd_backend \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir; do
+      trust_checkpoint test_dir class_eq_mixtures; do
     printf '%s\n%s\n' "--$name" "${!name}"
   done
 }
@@ -170,49 +199,50 @@ run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
     exit 2
   fi
   log "Stage $n: $name: $input -> $dir"
-  if is_done "$dir" "$settings"; then
-    log "Stage $n: already done with these settings ($dir/.done); skipping (--force true re-runs it)"
+  local marker=$dir/.stage$n.done
+  if is_done "$marker" "$settings"; then
+    log "Stage $n: already done with these settings ($marker); skipping (--force true re-runs it)"
     return 0
   fi
   mkdir -p "$dir/logs"
-  rm -f "$dir/.done"
+  rm -f "$marker"
   local options=()
   mapfile -t options < <(resolved_options)
   write_replay "$dir" ./stages.sh --stage "$n" --stop_stage "$n" --force true "${options[@]}"
   if ! (
     export stage_dir=$dir
-    export year db_root data_dir exp_dir ngpu num_nodes nj seed tag force python \
+    export year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag force python \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
+      trust_checkpoint test_dir class_eq_mixtures prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
     bash "$script"
   ) 2>&1 | tee "$dir/logs/stage$n.log"; then
     die "Stage $n failed; see $dir/logs/stage$n.log"
   fi
-  printf '%s\n' "$settings" > "$dir/.done"
+  printf '%s\n' "$settings" > "$marker"
   log "Stage $n: done (log: $dir/logs/stage$n.log)"
 }
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: data preparation: ${db_root:-embedded mini soundbank} -> $data_dir"
-  if is_done "$prep_exp" "$settings_1" && [ -f "$data_dir/dataset.json" ]; then
-    log "Stage 1: already done with these settings ($prep_exp/.done); skipping (--force true re-runs it)"
+  if is_done "$prep_exp/.stage1.done" "$settings_1" && [ -f "$data_dir/dataset.json" ]; then
+    log "Stage 1: already done with these settings ($prep_exp/.stage1.done); skipping (--force true re-runs it)"
   else
     mkdir -p "$prep_exp/logs"
-    rm -f "$prep_exp/.done"
+    rm -f "$prep_exp/.stage1.done"
     command=("$python" -m s5lib.bin.prep_data)
     if [ -n "$data_config" ]; then
       [ -f "$data_config" ] || die "--data_config file not found: $data_config"
       command+=(--config "$data_config")
     fi
-    command+=(--year "$year" --db_root "$db_root" --out_dir "$data_dir" --seed "$seed" --nj "$nj")
+    command+=(--year "$year" --db_root "$db_root" --out_dir "$data_dir" --seed "$data_seed" --nj "$nj")
     write_replay "$prep_exp" "${command[@]}"
     stage_log=$prep_exp/logs/stage1.log
     if ! $train_cmd --num_threads "$nj" "$stage_log" "$(printf '%q ' "${command[@]}")"; then
       tail -n 20 "$stage_log" >&2 || true
       die "Stage 1 failed; see $stage_log"
     fi
-    printf '%s\n' "$settings_1" > "$prep_exp/.done"
+    printf '%s\n' "$settings_1" > "$prep_exp/.stage1.done"
     log "Stage 1: done (log: $stage_log)"
   fi
 fi
@@ -226,6 +256,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  # the models decoded, as they are now (a model retrained since makes the old decode stale)
+  [ -n "$tagger_checkpoint" ] || settings_4+=" $(file_identity_if_present "$tagger_exp/checkpoint_best.pt")"
+  [ -n "$separator_checkpoint" ] || settings_4+=" $(file_identity_if_present "$separator_exp/checkpoint_best.pt")"
+  settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
   run_local_stage 4 "inference" "$separator_exp" "$infer_exp" "$settings_4"
 fi
 

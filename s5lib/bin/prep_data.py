@@ -10,6 +10,7 @@ Either way ``<out_dir>/dataset.json`` tells the later stages where everything is
 
     python -m s5lib.bin.prep_data --year 2025 --out_dir data [--db_root /path/to/dev_set]
 """
+import collections
 import concurrent.futures
 import json
 import os
@@ -129,15 +130,19 @@ def main(argv=None):
         bank_root = os.path.join(out_dir, "dev_set")
         summary = build_mini_soundbank(bank_root, seed=cfg["seed"], size=cfg["size"],
                                        overwrite=bool(cfg["overwrite"]))
-        print(f"mini soundbank: {bank_root} ({summary})")
+        counts = "; ".join(f"{kind} {split['train']} train / {split['valid']} valid"
+                           for kind, split in summary["counts"].items())
+        state = "reused" if summary.get("skipped") else f"built in {summary['seconds']:.1f} s"
+        print(f"mini soundbank ({summary['size']}, seed {summary['seed']}, {state}, "
+              f"{summary['megabytes']:.0f} MB): {bank_root}\n  files: {counts}")
         entries = write_valid_metadata(bank_root, year, int(cfg["n_valid"]), cfg["seed"],
                                        cfg["eval_interferers"])
         print(f"validation metadata: {len(entries)} mixtures")
         test_dir, results = write_test_set(bank_root, year, int(cfg["n_test"]), cfg["seed"],
                                            cfg["eval_interferers"], int(cfg["nj"]))
-        n_targets = [len(labels) for _, labels in results]
-        print(f"test set: {len(results)} mixtures, targets per mixture "
-              f"{dict(zip(*np.unique(n_targets, return_counts=True)))}")
+        counts = collections.Counter(len(labels) for _, labels in results)
+        shown = ", ".join(f"{n} target{'s' if n != 1 else ''}: {counts[n]}" for n in sorted(counts))
+        print(f"test set: {len(results)} mixtures ({shown})")
         valid_list = os.path.join(bank_root, "metadata", "valid.json")
         source = "mini"
     dataset = {"year": year, "source": source, "bank_root": bank_root, "train_split": "train",

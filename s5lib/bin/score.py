@@ -20,7 +20,11 @@ Anchors need no estimates: ``--anchor mixture`` uses mixture channel 0 as the es
 every reference label (oracle labels, SDRi 0 by definition); ``--anchor oracle`` uses the
 references themselves; ``--anchor silence`` outputs zeros for every reference label, which
 scores SNR 0 dB and so SDRi = -SNR(mixture, reference): the part of any positive SDRi that a
-system gets for free when the mixture's own SNR is negative. Anchors are reported with ``label_mode: oracle``.
+system gets for free when the mixture's own SNR is negative; ``--anchor class_eq --class_eq
+FILE`` applies one fixed gain per (class, STFT bin) to channel 0 for every reference label
+(:mod:`s5lib.infer.class_eq`; the gains are fitted on training mixtures by
+``python -m s5lib.bin.fit_class_eq``): the floor of a label-queried separator. Anchors are
+reported with ``label_mode: oracle``.
 
 Inputs are checked before anything is scored; every problem found (stray or badly named
 wav, estimate of a mixture not in ``soundscape/``, slot used twice, a class given twice in
@@ -57,7 +61,8 @@ DEFAULTS = {
     "est_dir": None,         # folder of estimate wavs (not needed with --anchor)
     "out_dir": None,         # where the results go
     "probs": None,           # eval_results.json with a probability per estimate (optional)
-    "anchor": None,          # None, "mixture", "oracle" or "silence"
+    "anchor": None,          # None, "mixture", "oracle", "silence" or "class_eq"
+    "class_eq": None,        # gains file of --anchor class_eq (python -m s5lib.bin.fit_class_eq)
     "tag": None,             # experiment name in tables (default: anchor_<x> or out_dir name)
     "recipe": None,          # recipe name (default: the egs/<recipe> folder we run in)
     "label_mode": "estimated",  # "estimated" or "oracle" (labels given to the separator)
@@ -67,7 +72,7 @@ DEFAULTS = {
     "si_sdr": True,          # also measure SI-SDR of TP pairs (reported only)
     "plot": True,            # write per_class.png
 }
-ANCHORS = ("mixture", "oracle", "silence")
+ANCHORS = ("mixture", "oracle", "silence", "class_eq")
 LABEL_MODES = ("estimated", "oracle")
 MAX_LISTED_PROBLEMS = 200
 
@@ -222,6 +227,12 @@ def score_job(job):
     elif anchor == "silence":
         ests = [(label, np.zeros_like(mix0), None) for label, _ in refs]
         est_names = ["<silence>"] * len(refs)
+    elif anchor == "class_eq":
+        from s5lib.infer.class_eq import apply_class_eq
+        gains, n_fft, hop = settings["class_eq_gains"]
+        ests = [(label, apply_class_eq(gains, mix0, label, n_fft, hop), None)
+                for label, _ in refs]
+        est_names = ["<class_eq>"] * len(refs)
     else:
         ests = [(label, _read_checked(path, settings["sample_rate"], n_samples,
                                       job["mix_path"], problems), prob)
@@ -253,6 +264,18 @@ def build_jobs(cfg):
         problems.append("--est_dir is required (or use --anchor mixture|oracle|silence)")
     if cfg["anchor"] is not None and cfg["est_dir"]:
         problems.append("--anchor builds its own estimates; do not give --est_dir")
+    class_eq_gains = None
+    if cfg["anchor"] == "class_eq":
+        if not cfg["class_eq"]:
+            problems.append("--anchor class_eq needs --class_eq FILE (python -m s5lib.bin.fit_class_eq)")
+        else:
+            from s5lib.infer.class_eq import load_gains
+            try:
+                class_eq_gains = load_gains(cfg["class_eq"])
+            except ValueError as err:
+                problems.append(str(err))
+    elif cfg["class_eq"]:
+        problems.append("--class_eq is only used with --anchor class_eq")
     if not isinstance(cfg["nj"], int) or cfg["nj"] < 1:
         problems.append(f"--nj must be a positive integer, got {cfg['nj']!r}")
     if problems:
@@ -285,6 +308,7 @@ def build_jobs(cfg):
 
     settings = {key: cfg[key] for key in ("year", "sample_rate", "mix_channels", "anchor",
                                           "si_sdr")}
+    settings["class_eq_gains"] = class_eq_gains
     jobs = []
     for mixture, mix_path in test_set.mixtures.items():
         jobs.append({
