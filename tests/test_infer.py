@@ -29,7 +29,8 @@ def test_full_size_separator_configs(name, expected):
 def test_full_size_tagger_config():
     with open(os.path.join(FULL, "tagger_m2dat.yaml")) as f:
         cfg = yaml.safe_load(f)
-    model = build_tagger(cfg["model"])
+    assert cfg["model"]["type"] is None  # the year picks the head (train_tagger)
+    model = build_tagger(dict(cfg["model"], type="m2d_2025"))
     assert n_params(model) == 85_506_836  # m2dat_2025_tagger.tsv
     # phase 1 trains the head only: BatchNorm has no affine, Linear(768, 18)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 13_842

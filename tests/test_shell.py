@@ -417,3 +417,17 @@ echo "prepared $out"
     assert len((tmp_path / "python.calls").read_text().splitlines()) == len(calls)
     run(options[:-2] + ["--data_seed", "4"], recipe, check_rc=0)  # new data seed: runs again
     assert len((tmp_path / "python.calls").read_text().splitlines()) == 2 * len(calls)
+
+
+def test_budget_picks_the_configs_and_names_the_dirs(recipe):
+    write_script(recipe / "local" / "stage2.sh", LOCAL_STAGE.format(n=2)
+                 + 'echo "config=$tagger_config" >> "$stage_dir/ran.txt"\n')
+    (recipe / "conf" / "small").mkdir()
+    (recipe / "conf" / "small" / "tagger.yaml").write_text("{}\n")
+    run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--budget", "small"], recipe, check_rc=0)
+    assert "config=conf/small/tagger.yaml" in (recipe / "exp" / "tagger_small" / "ran.txt").read_text()
+    run(["./run.sh", "--stage", "2", "--stop_stage", "2", "--budget", "small", "--year", "2026"],
+        recipe, check_rc=0)
+    assert (recipe / "exp" / "tagger_small_2026" / "ran.txt").exists()
+    result = run(["./run.sh", "--budget", "huge"], recipe, check_rc=1)
+    assert "--budget must be quick, small or full" in result.stderr

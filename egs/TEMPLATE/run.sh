@@ -6,8 +6,6 @@ set -euo pipefail
 
 exec ./stages.sh \
   --data_config conf/prep_data.yaml \
-  --tagger_config conf/tagger.yaml \
-  --separator_config conf/separator.yaml \
   --infer_config conf/infer.yaml \
   --score_config conf/score.yaml \
   "$@"

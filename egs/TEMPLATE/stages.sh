@@ -34,9 +34,11 @@ data_seed=0            # random seed of stage 1 (mini soundbank, validation and 
 tag=""                 # name of the stage 2-5 experiment dirs instead of the config names
 force=false            # re-run stages even when their .stageN.done marker matches
 cmd_backend=${cmd_backend:-local}  # job backend: local or slurm (see cmd.sh)
+budget=quick          # training budget: quick (tiny models, minutes on a CPU), small (~15 min
+                      # of training per model on 2 CPU cores), full (the reports' settings, GPUs)
 data_config=conf/prep_data.yaml
-tagger_config=conf/tagger.yaml
-separator_config=conf/separator.yaml
+tagger_config=""      # default: conf/tagger.yaml (quick) or conf/<budget>/tagger.yaml
+separator_config=""   # default: conf/separator.yaml (quick) or conf/<budget>/separator.yaml
 infer_config=conf/infer.yaml
 score_config=conf/score.yaml
 python=python
@@ -67,8 +69,9 @@ Options (default):
   --force true|false     re-run finished stages ($force)
   --cmd_backend NAME     job backend, local or slurm ($cmd_backend)
   --data_config FILE     stage 1 config ($data_config)
-  --tagger_config FILE   stage 2 config ($tagger_config)
-  --separator_config FILE  stage 3 config ($separator_config)
+  --budget NAME          quick | small | full: picks conf/[<budget>/]{tagger,separator}.yaml ($budget)
+  --tagger_config FILE   stage 2 config (default: from --budget)
+  --separator_config FILE  stage 3 config (default: from --budget)
   --infer_config FILE    stage 4 config ($infer_config)
   --score_config FILE    stage 5 config ($score_config)
   --python CMD           python interpreter of the Python steps ($python)
@@ -96,6 +99,14 @@ for name in stage stop_stage ngpu num_nodes nj seed data_seed; do
   [[ "${!name}" =~ ^[0-9]+$ ]] || die "--$name must be a non-negative integer, got '${!name}'"
 done
 [ "$year" = 2025 ] || [ "$year" = 2026 ] || die "--year must be 2025 or 2026, got '$year'"
+
+case "$budget" in
+  quick) budget_dir=conf ;;
+  small|full) budget_dir=conf/$budget ;;
+  *) die "--budget must be quick, small or full, got '$budget'" ;;
+esac
+[ -n "$tagger_config" ] || tagger_config=$budget_dir/tagger.yaml
+[ -n "$separator_config" ] || separator_config=$budget_dir/separator.yaml
 
 recipe_dir=$(pwd)
 config_name() {  # config_name FILE: the file name without directory and .yaml/.yml
@@ -127,7 +138,8 @@ file_identity() {  # file_identity FILE...: "file=size:mtime" of each given (non
 # Experiment dirs: one per trained model, its decodes and their scores nested in it:
 #   exp/tagger[_<name>]/  exp/separator[_<name>]/decode_<test set>/{estimated,oracle}/  .../scores/
 # <name> is --tag, else the config's name without a leading "tagger_"/"separator_" (none for the
-# default conf/tagger.yaml and conf/separator.yaml), plus the year for 2026 when --tag is empty.
+# default conf/tagger.yaml and conf/separator.yaml; the budget for conf/<budget>/tagger.yaml),
+# plus the year for 2026 when --tag is empty.
 model_dir_name() {  # model_dir_name KIND CONFIG
   local kind=$1 name
   if [ -n "$tag" ]; then
@@ -136,6 +148,7 @@ model_dir_name() {  # model_dir_name KIND CONFIG
     name=$(config_name "$2")
     name=${name#"$kind"}
     name=${name#_}
+    if [ "$budget" != quick ] && [ -z "$name" ]; then name=$budget; fi
     [ "$year" = 2025 ] || name=${name:+${name}_}$year
   fi
   printf '%s' "$kind${name:+_$name}"
@@ -182,7 +195,7 @@ write_replay() {  # write_replay STAGE_DIR COMMAND...: STAGE_DIR/run.sh re-runs 
 
 resolved_options() {  # the options of this run, to replay a stage through stages.sh
   local name
-  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag cmd_backend \
+  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag budget cmd_backend \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
       trust_checkpoint test_dir class_eq_mixtures; do
