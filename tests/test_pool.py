@@ -49,3 +49,30 @@ def test_pool_config_errors(fresh):
         pool_from_config(fresh, {"channels": [0]}, 6)
     with pytest.raises(KeyError, match="no \\['wet'\\]"):
         RenderedPool(fresh, 1, keys=["wet"])
+
+
+def test_cached_validation_items_equal_fresh_renders(tmp_path, monkeypatch):
+    from s5lib.bin.prep_data import main as prep_data
+    from s5lib.bin.common import read_dataset_info
+    from s5lib.data.datasets import MetadataMixtures
+    prep_data(["--out_dir", str(tmp_path / "data"), "--size", "tiny", "--n_valid", "3",
+               "--n_test", "1", "--nj", "1"])
+    info = read_dataset_info(str(tmp_path / "data"))
+    plain = MetadataMixtures(info["valid_list"], info["bank_root"], "valid")
+    cached = MetadataMixtures(info["valid_list"], info["bank_root"], "valid", cache_mb=1024)
+    first = [cached[i] for i in range(3)]
+    renders = []
+    original = cached._render
+    monkeypatch.setattr(cached, "_render", lambda i: renders.append(i) or original(i))
+    for _ in range(2):
+        for i in range(3):
+            again, fresh = cached[i], plain[i]
+            assert set(again) == set(fresh)
+            for key in fresh:
+                assert torch.equal(again[key], fresh[key]), key
+    assert renders == []  # served from memory
+    assert all(torch.equal(first[i]["mixture"], cached[i]["mixture"]) for i in range(3))
+    # a cache too small for one item renders every time
+    tiny = MetadataMixtures(info["valid_list"], info["bank_root"], "valid", cache_mb=0.001)
+    tiny[0]
+    assert tiny._cache == {}

@@ -89,7 +89,8 @@ def start_training(cfg, info):
     setup_logging(cfg["exp_dir"] if dist.is_main else None, "train")
     synth = SynthConfig.from_dict(dict(cfg["synth"], year=cfg["year"]))
     valid_set = MetadataMixtures(info["valid_list"], info["bank_root"],
-                                 info.get("valid_split", "valid"))
+                                 info.get("valid_split", "valid"),
+                                 cache_mb=cfg.get("valid_cache_mb", 0))
     return dist, synth, valid_set
 
 

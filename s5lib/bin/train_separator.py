@@ -61,6 +61,7 @@ DEFAULTS = {
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
     "valid_max_mixtures": 50,
+    "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
     "valid_batch_size": 4,
     "train": {"epochs": 1, "batch_size": 4, "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5,
               "best_metric": "valid_sdri", "best_mode": "max"},

@@ -49,6 +49,7 @@ DEFAULTS = {
     "epoch_size": 1000,
     "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 2000}
     "valid_max_mixtures": 100,
+    "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
     "valid_batch_size": 8,
     "decode": dict(DECODE_DEFAULTS),  # see s5lib.infer.tag (multi-label or slot decoding)
     "phases": [],  # optional multi-phase schedule: a list of config overrides, each with a name

@@ -180,16 +180,22 @@ class MetadataMixtures(torch.utils.data.Dataset):
     """Fixed mixtures replayed from metadata files (the validation set).
 
     ``bank_root`` is the dev_set root; ``split`` the sound bank split the metadata draws from.
+    ``cache_mb`` > 0 keeps rendered items in memory, up to that many megabytes (the first
+    items asked for; the rest are rendered every time): a validation run every few hundred
+    updates then costs model time only. The items are fixed by their metadata files, so a cached
+    item equals a fresh render.
     """
 
     def __init__(self, list_path, bank_root, split="valid", year=None, return_wet=False,
-                 n_activity_frames=0, cache_audio=True):
+                 n_activity_frames=0, cache_audio=True, cache_mb=0):
         self.entries = read_metadata_list(list_path)
         self.bank = SoundBank(bank_root, split, cache_audio=cache_audio)
         self.year = year
         self.return_wet = return_wet
         self.n_activity_frames = n_activity_frames
         self._synths = {}
+        self.cache_bytes = int(float(cache_mb) * 2 ** 20)
+        self._cache, self._cached_bytes = {}, 0
 
     def __len__(self):
         return len(self.entries)
@@ -203,6 +209,18 @@ class MetadataMixtures(torch.utils.data.Dataset):
             return json.load(f)
 
     def __getitem__(self, index):
+        index = int(index)
+        if index in self._cache:
+            return dict(self._cache[index])
+        item = self._render(index)
+        size = sum(v.numel() * v.element_size() for v in item.values())
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[index] = item
+            self._cached_bytes += size
+            return dict(item)
+        return item
+
+    def _render(self, index):
         meta = self.load_metadata(index)
         overrides = {"year": self.year} if self.year else {}
         cfg = synth_config_from_metadata(meta, **overrides)

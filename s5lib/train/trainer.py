@@ -125,6 +125,7 @@ RESUME_IGNORED_KEYS = (
     "train.find_unused_parameters",  # DDP's search for unused parameters: same gradients
     "exp_dir",                       # where the run lives, not what it computes
     "valid_batch_size",              # batching of validation; metrics are per mixture
+    "valid_cache_mb",                # validation mixtures kept in memory: same items
     "synthesis",                     # cpu or device rendering: the same mixtures (within 1e-5)
     "trust_checkpoint",              # how input files may be read, not what they hold
 )
