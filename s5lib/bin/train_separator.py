@@ -15,15 +15,11 @@ validation replays the fixed validation metadata and reports the mean SDRi with 
 Mixtures without targets (2026) are skipped by the single-query model and give silent slots
 otherwise.
 
-``synthesis`` says where training mixtures are rendered: ``cpu`` (default) in the DataLoader
-workers (:class:`~s5lib.data.datasets.OnTheFlyMixtures`); ``device`` on the training device,
-batched (:class:`~s5lib.data.gpu_synth.OnTheFlyRawMixtures`: workers read and pack the sources
-and room responses, :func:`~s5lib.data.gpu_synth.synthesize_batch` convolves and mixes on the
-GPU as the trainer's ``batch_transform``); ``auto``: ``device`` when training on CUDA, else
-``cpu``. Both give the same mixtures for the same seed (up to float32 FFT rounding). Validation
-always replays the validation metadata with the CPU synthesizer. The speed switches of the
-``train:`` section (``compile``, ``channels_last``, ``fused_optimizer``, ``persistent_workers``,
-...) are described in :mod:`s5lib.train.trainer`.
+``synthesis`` says where training mixtures are rendered (``cpu``, ``device`` or ``auto``): the
+data path every trainer shares, :mod:`s5lib.data.training_data`. Validation always replays the
+validation metadata with the CPU synthesizer (cached in memory, ``valid_cache_mb``). The speed
+switches of the ``train:`` section (``compile``, ``channels_last``, ``fused_optimizer``,
+``persistent_workers``, ...) are described in :mod:`s5lib.train.trainer`.
 """
 import logging
 
@@ -35,9 +31,7 @@ from s5lib.bin.common import (RecipeError, crop_batch, read_dataset_info, resolv
                               record_training_config, start_training,
                               target_labels)
 from s5lib.config import parse_config
-from s5lib.data.datasets import OnTheFlyMixtures
-from s5lib.data.pool import pool_from_config
-from s5lib.data.gpu_synth import OnTheFlyRawMixtures, collate_raw, synthesize_batch
+from s5lib.data.training_data import TrainingDataError, build_training_data
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics import sdri
@@ -114,35 +108,16 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
     return loss_step
 
 
-SYNTHESIS_CHOICES = ("cpu", "device", "auto")
-
-
-def render_on_device(batch, device):
-    """Trainer ``batch_transform`` of device synthesis: a raw batch -> mixtures and references."""
-    return synthesize_batch(batch, device=device)
-
-
 def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed, pool=None):
     """(dataset, collate_fn, batch_transform) of the training mixtures for ``synthesis``
-    (``pool``: a ``pool:`` config section, CPU synthesis only)."""
-    if synthesis not in SYNTHESIS_CHOICES:
-        raise RecipeError(f"synthesis must be one of {SYNTHESIS_CHOICES}, got {synthesis!r}")
-    if synthesis == "auto":
-        synthesis = "device" if torch.device(device).type == "cuda" else "cpu"
-    if synthesis == "device" and pool:
-        raise RecipeError("pool: pooled mixtures are rendered on the CPU; use synthesis: cpu "
-                          "with a pool, or drop the pool")
-    if synthesis == "device":
-        dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
-        logger.info("training mixtures rendered on %s (room responses padded to %d samples)",
-                    device, dataset.ir_length)
-        return dataset, collate_raw, render_on_device
-    dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
+    (``pool``: a ``pool:`` config section, CPU synthesis only); see
+    :mod:`s5lib.data.training_data`."""
     try:
-        dataset = pool_from_config(dataset, pool, epoch_size)
-    except ValueError as err:
+        data = build_training_data(bank_root, split, synth, epoch_size, seed, synthesis, device,
+                                   pool=pool)
+    except TrainingDataError as err:
         raise RecipeError(f"train_separator: {err}") from None
-    return dataset, None, None
+    return data.dataset, data.collate_fn, data.batch_transform
 
 
 def make_valid_fn(dataset, batch_size, max_mixtures):

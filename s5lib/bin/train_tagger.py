@@ -2,7 +2,9 @@
 
     python -m s5lib.bin.train_tagger --config conf/tagger.yaml --data data --exp_dir exp/tagger_x
 
-Training items are on-the-fly FOA mixtures (seeded per mixture); the 2025 tagger is trained
+Training items are on-the-fly FOA mixtures (seeded per mixture), rendered where ``synthesis``
+says (``cpu``, ``device`` or ``auto``; :mod:`s5lib.data.training_data`) and only as far as the
+tagger reads them (no references; channel 0 for the 1-channel taggers); the 2025 tagger is trained
 with BCE on the multi-hot labels, the 2026 taggers with permutation-invariant slot
 cross-entropy. Validation decodes the fixed validation mixtures and reports the label
 accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
@@ -28,8 +30,7 @@ from s5lib.bin.common import (RecipeError, read_dataset_info, resolve_year, run_
                               record_training_config, start_training,
                               target_labels)
 from s5lib.config import merge, parse_config
-from s5lib.data.datasets import OnTheFlyMixtures
-from s5lib.data.pool import pool_from_config
+from s5lib.data.training_data import TrainingDataError, build_training_data
 from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
 from s5lib.models.checkpoints import trust_checkpoints
@@ -48,6 +49,7 @@ DEFAULTS = {
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,
     "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 2000}
+    "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "valid_max_mixtures": 100,
     "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
     "valid_batch_size": 8,
@@ -97,13 +99,16 @@ def train_one(cfg, info):
         raise RecipeError(f"train_tagger: {err}") from None
     cfg["decode"] = decode
     dist, synth, valid_set = start_training(cfg, info)
-    train_set = OnTheFlyMixtures(info["bank_root"], info.get("train_split", "train"), synth,
-                                 epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0))
-    try:
-        train_set = pool_from_config(train_set, cfg["pool"], cfg["epoch_size"])
-    except ValueError as err:
-        raise RecipeError(f"train_tagger: {err}") from None
     model = build_tagger(cfg["model"])
+    # render only what the tagger reads: no references; channel 0 for the 1-channel taggers
+    channels = [0] if getattr(model, "ref_channel", None) == 0 else None
+    try:
+        data = build_training_data(info["bank_root"], info.get("train_split", "train"), synth,
+                                   cfg["epoch_size"], cfg["train"].get("seed", 0),
+                                   cfg["synthesis"], dist.device, pool=cfg["pool"],
+                                   with_references=False, channels=channels)
+    except TrainingDataError as err:
+        raise RecipeError(f"train_tagger: {err}") from None
     if cfg["prior_bias_init"] and model.kind == "m2d_2025" and not (
             cfg["model"].get("init_checkpoint")):
         prior = float(np.mean(synth.resolved().n_targets)) / constants.N_CLASSES
@@ -111,10 +116,11 @@ def train_one(cfg, info):
             model.head.bias.fill_(float(np.log(prior / (1 - prior))))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
-    trainer = Trainer(model, train_set,
+    trainer = Trainer(model, data.dataset,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
                                     year, decode),
                       make_loss_step(model.kind), cfg["train"], cfg["exp_dir"], dist_info=dist,
+                      collate_fn=data.collate_fn, batch_transform=data.batch_transform,
                       run_config=cfg)
     record_training_config(cfg, dist)
     summary = trainer.train()

@@ -99,15 +99,24 @@ def pack_targets(labels, references, n_samples, onsets=None, offsets=None, posit
     return item
 
 
-def mixture_to_item(mix, return_wet=False, n_activity_frames=0):
-    """Turn a rendered :class:`~s5lib.data.synth.Mixture` into an item dict."""
+def mixture_to_item(mix, return_wet=False, n_activity_frames=0, with_references=True,
+                    channels=None):
+    """Turn a rendered :class:`~s5lib.data.synth.Mixture` into an item dict.
+
+    ``with_references=False``: no ``references`` (nor ``wet``) entry; ``channels``: only these
+    mixture channels (e.g. ``[0]`` for a 1-channel tagger). What is kept is unchanged.
+    """
     t = mix.targets
+    if return_wet and not with_references:
+        raise ValueError("wet images come with the references: with_references must be true")
     item = pack_targets(
         [e.label for e in t], [e.reference for e in t], mix.mixture.shape[1],
         onsets=[e.onset for e in t], offsets=[e.offset for e in t],
         positions=[e.position for e in t],
-        wets=[e.wet for e in t] if return_wet else None, n_activity_frames=n_activity_frames)
-    item["mixture"] = torch.from_numpy(mix.mixture)
+        wets=[e.wet for e in t] if return_wet else None, n_activity_frames=n_activity_frames,
+        with_audio=with_references)
+    mixture = mix.mixture if channels is None else mix.mixture[list(channels)]
+    item["mixture"] = torch.from_numpy(np.ascontiguousarray(mixture))
     return item
 
 
@@ -116,11 +125,13 @@ class OnTheFlyMixtures(torch.utils.data.Dataset):
 
     Item ``i`` of epoch ``e`` is drawn from ``np.random.default_rng([seed, e, i])``; call
     :meth:`set_epoch` (the trainer does) to move to the next epoch's mixtures.
+    ``with_references=False`` and ``channels`` render only what a model reads (a tagger: no
+    references, channel 0); the values kept equal those of the full render.
     """
 
     def __init__(self, bank_root, split="train", synth: SynthConfig = SynthConfig(),
                  epoch_size=1000, seed=0, return_wet=False, n_activity_frames=0,
-                 mixit_pairs=False, cache_audio=True):
+                 mixit_pairs=False, cache_audio=True, with_references=True, channels=None):
         self.bank = SoundBank(bank_root, split, cache_audio=cache_audio)
         self.synth = FoaSynthesizer(self.bank, synth)
         self.epoch_size = int(epoch_size)
@@ -129,9 +140,17 @@ class OnTheFlyMixtures(torch.utils.data.Dataset):
         self.return_wet = return_wet
         self.n_activity_frames = n_activity_frames
         self.mixit_pairs = mixit_pairs
+        self.with_references = bool(with_references)
+        self.channels = None if channels is None else [int(c) for c in channels]
 
     def __len__(self):
         return self.epoch_size
+
+    def _item(self, metadata):
+        mix = self.synth.render(metadata, with_wet=self.return_wet,
+                                with_references=self.with_references)
+        return mixture_to_item(mix, self.return_wet, self.n_activity_frames,
+                               self.with_references, self.channels)
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -141,12 +160,10 @@ class OnTheFlyMixtures(torch.utils.data.Dataset):
         return self.synth.sample_metadata(rng)
 
     def __getitem__(self, index):
-        mix = self.synth.render(self.metadata(index), with_wet=self.return_wet)
-        item = mixture_to_item(mix, self.return_wet, self.n_activity_frames)
+        item = self._item(self.metadata(index))
         item["index"] = torch.tensor(int(index))
         if self.mixit_pairs:
-            mix2 = self.synth.render(self.metadata(index, stream=1), with_wet=self.return_wet)
-            for key, value in mixture_to_item(mix2, self.return_wet, self.n_activity_frames).items():
+            for key, value in self._item(self.metadata(index, stream=1)).items():
                 item[key + "2"] = value
         return item
 

@@ -303,11 +303,12 @@ def _gain(level_db, power, ok):
     return torch.where(ok, gain, torch.zeros_like(gain)).float()
 
 
-def render_events(raw):
+def render_events(raw, with_references=True):
     """Convolve, scale, place and cut every event of a collated batch.
 
     Returns (T, 5, N) float32: the 4-channel wet image and the channel-0 reference of each
-    event, placed at its onset and cut at N (zero outside ``[onset, onset + full length)``).
+    event, placed at its onset and cut at N (zero outside ``[onset, onset + full length)``);
+    (T, 4, N) without the references (one FFT filter less per event).
     """
     sources, irs = raw["raw_sources"], raw["raw_irs"]
     n = sources.shape[-1]
@@ -320,7 +321,7 @@ def render_events(raw):
     taps = torch.arange(ir_length, device=device)
     in_window = (taps >= span[:, :1]) & (taps < span[:, 1:])  # (T, L)
     reference_filter = irs[:, 0] * in_window
-    filters = torch.cat([irs, reference_filter[:, None]], dim=1)  # (T, 5, L)
+    filters = torch.cat([irs, reference_filter[:, None]], dim=1) if with_references else irs
 
     spectrum = torch.fft.rfft(sources, n=fft_length)[:, None] * torch.fft.rfft(filters, n=fft_length)
     images = torch.fft.irfft(spectrum, n=fft_length)  # (T, 5, M): placed full convolutions
@@ -340,25 +341,29 @@ def render_events(raw):
     return images[..., :n] * scale[:, None]  # one pass over the images
 
 
-def render_batch(raw, with_wet=False):
+def render_batch(raw, with_wet=False, with_references=True, keep_channels=None):
     """Render a batch made by :func:`collate_raw` on the device its tensors live on.
 
     Args:
         raw: dict with the ``raw_*`` keys (all on one device).
         with_wet: also return the targets' wet images.
+        with_references: return the references (False: a tagger's batch).
+        keep_channels: keep only these mixture channels (e.g. ``[0]``).
     Returns:
         dict: ``mixture`` (B, 4, N), ``references`` (B, 3, N) and, with ``with_wet``,
         ``wet`` (B, 3, 4, N), all float32 (zeros in empty target slots).
     """
+    if with_wet and not with_references:
+        raise ValueError("wet images come with the references: with_references must be true")
     _check_raw(raw)
     background = raw["raw_background"].float()
     batch, channels, n = background.shape
     n_slots = raw["raw_slot_used"].shape[-1]
 
     # dense (B, E, 5, N) events; (item, slot) pairs are unique, so the scatter is deterministic
-    dense = background.new_zeros(batch, n_slots, channels + 1, n)
+    dense = background.new_zeros(batch, n_slots, channels + int(with_references), n)
     if raw["raw_sources"].shape[0]:
-        dense[raw["raw_item"], raw["raw_slot"]] = render_events(raw)
+        dense[raw["raw_item"], raw["raw_slot"]] = render_events(raw, with_references)
 
     bg_power = torch.mean(background.square(), dim=(-2, -1))  # float32, as on the CPU
     bg_gain = _gain(raw["raw_background_db"], bg_power, raw["raw_background_present"] & (bg_power > 0))
@@ -366,18 +371,24 @@ def render_batch(raw, with_wet=False):
     for slot in range(n_slots):  # CPU order: background, targets, interferers
         mixture = mixture + dense[:, slot, :channels]
 
-    out = {"mixture": mixture, "references": dense[:, :K, channels].contiguous()}
+    if keep_channels is not None:
+        mixture = mixture[:, list(keep_channels)].contiguous()
+    out = {"mixture": mixture}
+    if with_references:
+        out["references"] = dense[:, :K, channels].contiguous()
     if with_wet:
         out["wet"] = dense[:, :K, :channels].contiguous()
     return out
 
 
-def synthesize_batch(batch, with_wet=False, device=None, non_blocking=True):
+def synthesize_batch(batch, with_wet=False, device=None, non_blocking=True, with_references=True,
+                     keep_channels=None):
     """A raw batch (from :func:`collate_raw`) -> a batch in the :mod:`s5lib.data.datasets` format.
 
     Every tensor is moved to ``device`` (default: where ``raw_sources`` is); the ``raw_*``
     keys are replaced by ``mixture``, ``references`` (and ``wet``); MixIT pairs (keys ending
-    in ``2``) are rendered the same way.
+    in ``2``) are rendered the same way. ``with_references`` / ``keep_channels`` render only
+    what the model reads (see :func:`render_batch`).
     """
     if "raw_sources" not in batch:
         raise KeyError("batch has no raw_sources: not a batch of OnTheFlyRawMixtures items")
@@ -388,6 +399,7 @@ def synthesize_batch(batch, with_wet=False, device=None, non_blocking=True):
     out = {key: value for key, value in moved.items() if key not in raw_keys}
     for suffix in ("", "2"):
         if "raw_sources" + suffix in moved:
-            rendered = render_batch({key: moved[key + suffix] for key in RAW_KEYS}, with_wet)
+            rendered = render_batch({key: moved[key + suffix] for key in RAW_KEYS}, with_wet,
+                                    with_references, keep_channels)
             out.update({key + suffix: value for key, value in rendered.items()})
     return out

@@ -444,8 +444,12 @@ class FoaSynthesizer:
         return True
 
     # ----------------------------------------------------------------------------- rendering
-    def render(self, metadata, with_wet=True):
-        """Rebuild the mixture described by ``metadata`` (float32, bit-exact on replay)."""
+    def render(self, metadata, with_wet=True, with_references=True):
+        """Rebuild the mixture described by ``metadata`` (float32, bit-exact on replay).
+
+        ``with_references=False`` skips the targets' direct-path references (``reference`` is
+        then None): what a tagger needs; the mixture is the same, bit for bit.
+        """
         cfg = self.cfg
         n = cfg.n_samples
         room = metadata["room"]
@@ -456,7 +460,8 @@ class FoaSynthesizer:
         # an fg event of a non-target class is an interferer (older metadata kept them there)
         fg = [ev for ev in metadata["fg_events"] if ev["label"] in constants.CLASS_INDEX]
         other = [ev for ev in metadata["fg_events"] if ev["label"] not in constants.CLASS_INDEX]
-        targets = [self._render_event(ev, room, cart, raw, delays, with_reference=True)
+        targets = [self._render_event(ev, room, cart, raw, delays,
+                                      with_reference=with_references, role="target")
                    for ev in fg]
         interferers = [self._render_event(ev, room, cart, raw, delays, with_reference=False)
                        for ev in other + list(metadata.get("int_events", []))]
@@ -556,7 +561,7 @@ class FoaSynthesizer:
                              f"segment at {ev['source_time']:.3f} s for {ev['event_duration']:.3f} s is silent")
         return x / np.float32(peak)
 
-    def _render_event(self, ev, room, cart, raw, delays, with_reference):
+    def _render_event(self, ev, room, cart, raw, delays, with_reference, role=None):
         cfg, bank = self.cfg, self.bank
         sr, n = cfg.sample_rate, cfg.n_samples
         x = self.dry_source(ev)
@@ -585,7 +590,8 @@ class FoaSynthesizer:
             reference = np.zeros(n, dtype=np.float32)
             if stop > onset:
                 reference[onset:stop] = dry[:stop - onset].astype(np.float32) * np.float32(gain)
-        return RenderedEvent(label=ev["label"], role="target" if with_reference else "interferer",
+        role = role or ("target" if with_reference else "interferer")
+        return RenderedEvent(label=ev["label"], role=role,
                              wet=wet_out, reference=reference, onset=onset,
                              offset=min(onset + frames, n), position=cart[idx].copy(),
                              group=self._group_of(ev))
