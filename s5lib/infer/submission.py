@@ -464,14 +464,19 @@ def eval_results_2026(checked, nparams, config=None):
     return {"nparams": int(nparams), "probabilities": probabilities, "config": config}
 
 
-def _check_dev_results(path):
+def _read_json(path, what):
+    """The JSON value of ``path``; a missing or malformed file is a SubmissionError naming it."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
-        raise SubmissionError(f"{path}: dev-test results file does not exist") from None
+        raise SubmissionError(f"{path}: {what} does not exist") from None
     except json.JSONDecodeError as err:
         raise SubmissionError(f"{path}: not valid JSON ({err})") from None
+
+
+def _check_dev_results(path):
+    data = _read_json(path, "dev-test results file")
     details = data.get("details") if isinstance(data, dict) else None
     if not isinstance(details, list) or not details or \
             not all(isinstance(d, dict) and isinstance(d.get("soundscape"), str) for d in details):
@@ -492,13 +497,7 @@ DEV_METRICS = {2025: (("CA-SDRi", "CA-SDRi"), ("label_accuracy", "label_predicti
 
 def read_dev_summary(path, year):
     """Development-test figures for the meta file from a stage-5 ``summary.json``."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise SubmissionError(f"{path}: scoring summary does not exist") from None
-    except json.JSONDecodeError as err:
-        raise SubmissionError(f"{path}: not valid JSON ({err})") from None
+    data = _read_json(path, "scoring summary")
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise SubmissionError(f"{path}: not a scoring summary (no 'metrics' object)")
     if data.get("year") != year:
