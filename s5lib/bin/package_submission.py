@@ -24,6 +24,7 @@ import os
 import yaml
 
 from s5lib.bin.common import RecipeError, run_cli, setup_logging
+from s5lib.models.checkpoints import CheckpointError
 from s5lib.config import parse_config
 from s5lib.infer.submission import SubmissionError, package_submission
 
@@ -111,7 +112,7 @@ def main(argv=None):
             try:
                 nparams = count_system_parameters(infer_cfg, path)
                 logger.info("nparams = %d (tagger + separator of %s)", nparams, path)
-            except RecipeError as err:
+            except (RecipeError, CheckpointError) as err:
                 if needed:
                     raise RecipeError(f"cannot count the system's parameters from {path} "
                                       f"({err}); pass --nparams N") from None
