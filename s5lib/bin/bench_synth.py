@@ -1,8 +1,10 @@
 """Benchmark: time to synthesize one on-the-fly training mixture on one CPU core.
 
-Each timed mixture has 3 targets, 2 interferers and background noise (draw + render, wet
-images and references included). Prints the median and the 90th percentile for the embedded
-mini soundbank and for the same bank with 5.5 s room responses (the real bank's length).
+Each timed mixture has 3 targets, 2 interferers and background noise (draw + render). Two
+renders are timed: the full one (4 channels, references; what a separator reads) and the
+tagger's (no references; what :mod:`s5lib.data.training_data` renders for a tagger). Prints the
+median and the 90th percentile for the embedded mini soundbank and for the same bank with
+5.5 s room responses (the real bank's length).
 
     python -m s5lib.bin.bench_synth [--n_mix 50] [--work_dir /tmp/s5_bench] [--year 2025]
 
@@ -24,7 +26,7 @@ DEFAULTS = {"n_mix": 50, "work_dir": "/tmp/s5_bench", "year": 2025, "seed": 0,
             "long_ir_seconds": 5.5, "size": "mini", "skip_long": False}
 
 
-def time_bank(bank_root, year, n_mix, seed):
+def time_bank(bank_root, year, n_mix, seed, with_references=True):
     from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig
     bank = SoundBank(bank_root, "train", cache_audio=True)
     synth = FoaSynthesizer(bank, SynthConfig(year=year, n_targets=(3, 3), n_interferers=(2, 2)))
@@ -34,7 +36,7 @@ def time_bank(bank_root, year, n_mix, seed):
     for i in range(n_mix):
         rng = np.random.default_rng([seed, i])
         t0 = time.perf_counter()
-        synth.synthesize(rng)
+        synth.render(synth.sample_metadata(rng), with_wet=False, with_references=with_references)
         times.append(time.perf_counter() - t0)
     return np.array(times) * 1e3
 
@@ -51,9 +53,10 @@ def main(argv=None):
         suffix = "" if ir_seconds is None else f"_ir{ir_seconds:g}s"
         root = os.path.join(cfg["work_dir"], f"dev_set_{cfg['size']}{suffix}")
         build_mini_soundbank(root, seed=cfg["seed"], size=cfg["size"], ir_seconds=ir_seconds)
-        ms = time_bank(root, int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"])
-        print(f"{name:45s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms"
-              f"   ({1000 / np.median(ms):5.1f} mixtures/s per core)")
+        for render, with_references in (("full", True), ("tagger", False)):
+            ms = time_bank(root, int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"], with_references)
+            print(f"{name + ', ' + render + ' render':55s} median {np.median(ms):7.1f} ms   p90 "
+                  f"{np.percentile(ms, 90):7.1f} ms   ({1000 / np.median(ms):5.1f} mixtures/s per core)")
 
 
 if __name__ == "__main__":
