@@ -32,6 +32,18 @@ Mask variants (``mask_type``, SPEC 7.5):
 * ``'real_imag'`` (SRPOL): 2 maps: ``X = M_re * Re(Y) + i * M_im * Im(Y)``; input features Re/Im.
 * ``'complex'``: 2 maps forming a complex ratio mask, ``X = (M_re + i M_im) * Y``; input Re/Im.
 
+Switches for short trainings (both off by default; off, the ``state_dict`` is upstream's):
+
+* ``mask_init=g``: ``after_conv`` starts with zero weights and biases chosen so that every mask
+  is the real gain ``g`` with the mixture phase (mag_phase: ``sigmoid^-1(g)`` and a phasor of
+  angle 0; complex: ``g + 0i``; real_imag: ``M_re = M_im = g``). The first estimate is then
+  ``g`` x channel 0 of the mixture (an SDRi near the silence anchor) instead of a randomly
+  rotated half-mixture, and the gradient reaches the U-Net as soon as ``after_conv`` moves.
+* ``class_freq_bias``: ``mask_prior``, a ``Linear`` from each slot's label part to one bias per
+  (channel, mask map, frequency bin) added to that slot's mask maps (zero at start). A
+  convolutional U-Net is (nearly) shift-equivariant along frequency, so a class's spectral
+  envelope is slow for it to learn; this term learns it in a few updates.
+
 As upstream, the U-Net never sees the Nyquist bin: its mask maps are zero-padded, so that bin is
 always zero in the output (mag_phase: a zero phasor; ratio masks: a zero mask).
 
@@ -84,6 +96,9 @@ class ResUNetConfig:
     input_features: Optional[str] = None   # 'magnitude' | 'real_imag'; None: follows mask_type
     ratio_mask_bound: Optional[float] = None   # real_imag/complex masks: b*tanh(x/b); None: linear
     channels_last: bool = False        # U-Net weights and activations in channels_last format
+    # Switches for short (CPU) trainings; the defaults are upstream's (same state_dict layout).
+    mask_init: Optional[float] = None  # g in (0, 1): start as "g x mixture, mixture phase"
+    class_freq_bias: bool = False      # label-conditioned per-(map, bin) bias of the mask maps
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -105,6 +120,13 @@ class ResUNetConfig:
                              f"{self.num_slots}")
         if not self.channel_mix and self.input_channels != self.output_channels:
             raise ValueError("without channel_mix, input_channels must equal output_channels")
+        if self.mask_init is not None:
+            self.mask_init = float(self.mask_init)
+            if not 0.0 < self.mask_init < 1.0:
+                raise ValueError(f"mask_init must be in (0, 1) or None, got {self.mask_init}")
+            if self.ratio_mask_bound is not None and self.mask_init >= self.ratio_mask_bound:
+                raise ValueError(f"mask_init {self.mask_init} must be below ratio_mask_bound "
+                                 f"{self.ratio_mask_bound}")
 
     @property
     def encoder_widths(self):
@@ -271,6 +293,8 @@ class ResUNet30Base(nn.Module):
         self.out_conv = nn.Conv2d(cfg.input_channels, cfg.output_channels, 1) if cfg.channel_mix else None
         for layer in (self.pre_conv, self.after_conv):
             _xavier(layer)
+        if cfg.mask_init is not None:
+            self.init_identity_masks(cfg.mask_init)
         if self.out_conv is not None:
             # Start the channel mix as "take channel 0" (the reference channel) with no bias:
             # PyTorch's default bias (up to +-1/sqrt(C)) added to every STFT bin would swamp
@@ -279,6 +303,25 @@ class ResUNet30Base(nn.Module):
                 self.out_conv.weight.zero_()
                 self.out_conv.weight[:, 0] = 1.0
                 self.out_conv.bias.zero_()
+
+    def init_identity_masks(self, gain):
+        """Zero ``after_conv``'s weights and set its biases so every mask is ``gain`` x mixture."""
+        cfg = self.config
+        bias = torch.zeros(cfg.num_slots, self.mask_channels, cfg.mask_maps)
+        if cfg.mask_type == "mag_phase":
+            bias[..., 0] = torch.logit(torch.tensor(gain))
+            bias[..., 1] = 5.0                     # phasor (tanh 5, tanh 0) -> angle 0
+        else:
+            # complex: M = g + 0i; real_imag scales Re and Im separately, so both maps are g
+            scaled = slice(None) if cfg.mask_type == "real_imag" else 0
+            value = gain
+            if cfg.ratio_mask_bound is not None:
+                bound = cfg.ratio_mask_bound
+                value = bound * torch.atanh(torch.tensor(gain / bound))
+            bias[..., scaled] = value
+        with torch.no_grad():
+            self.after_conv.weight.zero_()
+            self.after_conv.bias.copy_(bias.flatten())
 
     def film_sizes(self):
         """Flat FiLM names ('encoder_block1->conv_block1->beta1', ...) and widths, in reference order."""
@@ -359,10 +402,13 @@ class ResUNet30Base(nn.Module):
             imag = imag.reshape(batch, slots, -1, frames, bins)
         return self.istft(real, imag, length)
 
-    def forward(self, mixture, film, extra_film=None):
-        """mixture (B, C, L) and FiLM biases -> waveforms (B, S, O, L)."""
+    def forward(self, mixture, film, extra_film=None, map_bias=None):
+        """mixture (B, C, L) and FiLM biases -> waveforms (B, S, O, L). ``map_bias``: an optional
+        (B, S*M*K, 1, F-1) bias added to the mask maps below the Nyquist bin."""
         spec, features = self.analyse(mixture)
         maps = self.unet(features, film, extra_film)
+        if map_bias is not None:
+            maps = maps + F.pad(map_bias, (0, 1)).to(maps.dtype)
         real, imag = self.apply_masks(maps, spec)
         return self.synthesise(real, imag, mixture.shape[-1])
 
@@ -410,6 +456,13 @@ class ResUNet30(nn.Module):
         else:
             self.label_embedding = None
         self.film = FiLM(self.base.film_sizes(), config.condition_size)
+        if config.class_freq_bias:
+            maps = self.base.mask_channels * config.mask_maps
+            self.mask_prior = nn.Linear(config.slot_label_len, maps * (config.n_fft // 2))
+            nn.init.zeros_(self.mask_prior.weight)
+            nn.init.zeros_(self.mask_prior.bias)
+        else:
+            self.mask_prior = None
         if config.channels_last:
             self.base.to(memory_format=torch.channels_last)   # 4-d conv weights only
 
@@ -422,6 +475,14 @@ class ResUNet30(nn.Module):
         if self.label_embedding is None:
             return condition
         return self.label_embedding(condition)
+
+    def mask_bias(self, condition):
+        """The ``class_freq_bias`` term (B, S*M*K, 1, n_fft//2) from each slot's label part, or None."""
+        if self.mask_prior is None:
+            return None
+        parts = condition.reshape(condition.shape[0], self.config.num_slots, -1)
+        bias = self.mask_prior(parts)                         # (B, S, M*K*F')
+        return bias.reshape(condition.shape[0], -1, 1, self.config.n_fft // 2)
 
     def slot_activity(self, condition):
         """(B, num_slots) 1.0 where that slot's part of the condition is non-zero, else 0.0."""
@@ -449,7 +510,7 @@ class ResUNet30(nn.Module):
         if condition.dim() != 2 or condition.shape[1] != cfg.label_len:
             raise ValueError(f"condition must be (batch, {cfg.label_len}), got {tuple(condition.shape)}")
         film = self.film(self.condition_embedding(condition))
-        waveforms = self.base(mixture, film, extra_film)
+        waveforms = self.base(mixture, film, extra_film, self.mask_bias(condition))
         if cfg.zero_silent_slots and cfg.use_label_embedding:
             waveforms = waveforms * self.slot_activity(condition)[:, :, None, None]
         if cfg.output_channels == 1:
