@@ -47,10 +47,38 @@ def _reference_channel(waveform, ref_channel, name):
     raise ValueError(f"{name}: expected a (B, L) or (B, C, L) waveform, got {tuple(waveform.shape)}")
 
 
-def _pool_tokens(grid, flat_features):
-    """Patch-token grid (B, T', F', D) -> clip feature: mean over all tokens (B, D) if flat, else the
-    mean over time of the stacked frame features (B, F'*D)."""
-    return grid.mean(dim=(1, 2)) if flat_features else grid.flatten(2).mean(1)
+POOLINGS = ("mean", "max", "mean_max")
+
+
+def check_pooling(pooling):
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return pooling
+
+
+def _pool_frames(frames, pooling):
+    """Frame features (B, T', E) -> (B, E): ``mean`` over time, ``max`` over time, or
+    ``mean_max``, their sum (the PANNs clip pooling: the mean keeps long sounds, the max keeps a
+    short event that a mean over the whole clip dilutes)."""
+    if pooling == "mean":
+        return frames.mean(1)
+    if pooling == "max":
+        return frames.amax(1)
+    return frames.mean(1) + frames.amax(1)
+
+
+def _pool_tokens(grid, flat_features, pooling="mean"):
+    """Patch-token grid (B, T', F', D) -> clip feature.
+
+    ``pooling="mean"`` (the released taggers): the mean over all tokens (B, D) if flat, else the
+    mean over time of the stacked frame features (B, F'*D). ``max`` / ``mean_max`` first average
+    the frequency patches of each time step when flat (stack them when not), then pool over time
+    (see :func:`_pool_frames`); none of them adds weights, so the state-dict layout is unchanged.
+    """
+    if pooling == "mean":
+        return grid.mean(dim=(1, 2)) if flat_features else grid.flatten(2).mean(1)
+    frames = grid.mean(2) if flat_features else grid.flatten(2)
+    return _pool_frames(frames, check_pooling(pooling))
 
 
 def _feature_dim(cfg, flat_features):
@@ -65,12 +93,16 @@ class M2DTagger2025(M2DEncoder):
     ``head_norm`` BatchNorm1d(affine=False) -> ``head`` Linear -> logits (B, n_classes).
 
     Keys: ``backbone.*``, ``to_spec.*`` (from :class:`M2DEncoder`), ``head_norm.*``, ``head.*``.
+    ``pooling`` (``mean``, the baseline; ``max``; ``mean_max``) chooses the clip pooling of the
+    tokens (:func:`_pool_tokens`); every choice has the same keys.
     """
 
-    def __init__(self, cfg=None, n_classes=len(CLASSES), ref_channel=0, flat_features=True):
+    def __init__(self, cfg=None, n_classes=len(CLASSES), ref_channel=0, flat_features=True,
+                 pooling="mean"):
         super().__init__(cfg)
         self.ref_channel = ref_channel
         self.flat_features = flat_features
+        self.pooling = check_pooling(pooling)
         self.feature_dim = _feature_dim(self.cfg, flat_features)
         self.head_norm = nn.BatchNorm1d(self.feature_dim, affine=False)
         self.head = nn.Linear(self.feature_dim, n_classes)
@@ -82,10 +114,14 @@ class M2DTagger2025(M2DEncoder):
         """The M2D part (this module itself: the encoder keys sit at the top level)."""
         return self
 
+    def pool_grid(self, grid):
+        """Patch-token grid (B, T', F', D) -> clip features (B, feature_dim)."""
+        return _pool_tokens(grid, self.flat_features, self.pooling)
+
     def clip_features(self, waveform):
         channel = _reference_channel(waveform, self.ref_channel, type(self).__name__)
         grid, _ = self.encode_waveform_grid(channel)
-        return _pool_tokens(grid, self.flat_features)
+        return self.pool_grid(grid)
 
     def forward(self, waveform):
         """(B, L) or (B, C, L) waveform -> logits (B, n_classes)."""
@@ -138,14 +174,15 @@ class M2DTagger2026(M2DEncoder):
     """DCASE 2026 baseline 1-channel tagger: channel ``ref_channel`` -> M2D -> :class:`SlotHead`.
 
     Keys: ``backbone.*``, ``to_spec.*``, ``head_norm.*`` (kept for checkpoint compatibility, not
-    used by ``forward``, as in the baseline), ``head.*``.
+    used by ``forward``, as in the baseline), ``head.*``. ``pooling`` as :class:`M2DTagger2025`.
     """
 
     def __init__(self, cfg=None, n_slots=3, n_classes=len(SLOT_CLASSES), ref_channel=0,
-                 track_input_dim=1024, track_hidden_dim=512, flat_features=True):
+                 track_input_dim=1024, track_hidden_dim=512, flat_features=True, pooling="mean"):
         super().__init__(cfg)
         self.ref_channel = ref_channel
         self.flat_features = flat_features
+        self.pooling = check_pooling(pooling)
         self.feature_dim = _feature_dim(self.cfg, flat_features)
         self.head_norm = nn.BatchNorm1d(self.feature_dim, affine=False)
         self.head = SlotHead(self.feature_dim, n_slots, n_classes, track_input_dim, track_hidden_dim)
@@ -158,7 +195,11 @@ class M2DTagger2026(M2DEncoder):
         """(B, L) or (B, C, L) waveform -> slot logits (B, n_slots, n_classes)."""
         channel = _reference_channel(waveform, self.ref_channel, type(self).__name__)
         grid, _ = self.encode_waveform_grid(channel)
-        return self.head(_pool_tokens(grid, self.flat_features))
+        return self.head(self.pool_grid(grid))
+
+    def pool_grid(self, grid):
+        """Patch-token grid (B, T', F', D) -> clip features (B, feature_dim)."""
+        return _pool_tokens(grid, self.flat_features, self.pooling)
 
     @torch.no_grad()
     def predict(self, waveform, class_names=SLOT_CLASSES, silence_index=SILENCE_INDEX):
@@ -178,14 +219,16 @@ class M2DBranch(M2DEncoder):
 class M2DTagger2026Spatial(nn.Module):
     """DCASE 2026 baseline multi-channel tagger: the same M2D on every channel, per-token features
     of the channels concatenated (channel-major), then one :class:`SlotHead` over
-    n_channels x 768 features. Keys ``m2d.*`` and ``head.*``.
+    n_channels x 768 features. Keys ``m2d.*`` and ``head.*``. ``pooling`` as
+    :class:`M2DTagger2025`, over the concatenated per-token features.
     """
 
     def __init__(self, cfg=None, n_channels=4, n_slots=3, n_classes=len(SLOT_CLASSES),
-                 track_input_dim=1024, track_hidden_dim=512, flat_features=True):
+                 track_input_dim=1024, track_hidden_dim=512, flat_features=True, pooling="mean"):
         super().__init__()
         self.n_channels = n_channels
         self.flat_features = flat_features
+        self.pooling = check_pooling(pooling)
         self.m2d = M2DBranch(cfg, flat_features)
         self.cfg = self.m2d.cfg
         self.feature_dim = _feature_dim(self.cfg, flat_features)
@@ -203,6 +246,14 @@ class M2DTagger2026Spatial(nn.Module):
                              f"{tuple(waveform.shape)}")
         batch, channels, length = waveform.shape
         grid, _ = self.m2d.encode_waveform_grid(waveform.reshape(batch * channels, length))
+        if self.pooling != "mean":  # per time step: the channels' features concatenated, pooled
+            _, time_patches, freq_patches, dim = grid.shape
+            grid = grid.reshape(batch, channels, time_patches, freq_patches, dim)
+            if self.flat_features:  # (B, T', F', C*D) -> mean over F', then over time
+                grid = grid.permute(0, 2, 3, 1, 4).reshape(batch, time_patches, freq_patches, -1)
+                return self.head(_pool_tokens(grid, True, self.pooling))
+            frames = grid.flatten(3).permute(0, 2, 1, 3).reshape(batch, time_patches, -1)
+            return self.head(_pool_frames(frames, self.pooling))  # (B, T', C*F'*D) over time
         if self.flat_features:
             tokens = grid.flatten(1, 2)  # (B*C, N, D)
         else:

@@ -1,0 +1,151 @@
+"""The tagger's clip-pooling switch and the quick-start tagger recipe (issue 10, tagger half).
+
+``pooling: mean`` is the released taggers' pooling and stays the default; ``max`` and
+``mean_max`` pool over time after averaging the frequency patches and add no weights, so every
+choice keeps the reference layouts. The recipe tests check that ``egs/baseline/conf/tagger.yaml``
+builds a tagger for both years and that its data pool keeps what the loss and the validation read.
+"""
+import os
+
+import pytest
+import torch
+import yaml
+
+from s5lib import constants
+from s5lib.bin.common import target_labels
+from s5lib.bin.train_tagger import make_loss_step
+from s5lib.models.factory import build_tagger, load_model_file
+from s5lib.models.tagger import (POOLINGS, M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
+                                 _pool_tokens)
+from s5lib.models.m2d import M2DConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE_TAGGER = os.path.join(REPO, "egs", "baseline", "conf", "tagger.yaml")
+TINY = dict(embed_dim=16, depth=1, num_heads=2, input_frames=101)  # 1 s chunks at 32 kHz
+
+
+def tiny_cfg(**overrides):
+    return M2DConfig(**dict(TINY, **overrides))
+
+
+def test_pool_tokens_values_on_a_hand_made_grid():
+    grid = torch.zeros(1, 4, 2, 3)  # (B, T', F', D)
+    grid[0, 1, 0] = torch.tensor([8.0, 0.0, -4.0])  # one short event at time step 1, band 0
+    grid[0, 3, 1] = torch.tensor([0.0, 2.0, 0.0])
+    mean = _pool_tokens(grid, True, "mean")
+    assert torch.allclose(mean, grid.mean(dim=(1, 2)))  # the released pooling, unchanged
+    frames = grid.mean(2)  # (1, 4, 3): per time step, the mean over the frequency patches
+    assert torch.allclose(frames[0, 1], torch.tensor([4.0, 0.0, -2.0]))
+    assert torch.allclose(_pool_tokens(grid, True, "max"), torch.tensor([[4.0, 1.0, 0.0]]))
+    assert torch.allclose(_pool_tokens(grid, True, "mean_max"),
+                          frames.mean(1) + torch.tensor([[4.0, 1.0, 0.0]]))
+    # the short event: the max keeps its full per-frame value, the clip mean divides it by T'
+    assert _pool_tokens(grid, True, "max")[0, 0] == 4 * frames.mean(1)[0, 0]
+    # stacked (non-flat) features: the frame features (B, T', F'*D) pooled over time
+    stacked = _pool_tokens(grid, False, "max")
+    assert stacked.shape == (1, 6)
+    assert torch.allclose(stacked, grid.flatten(2).amax(1))
+    assert torch.allclose(_pool_tokens(grid, False, "mean"), grid.flatten(2).mean(1))
+
+
+@pytest.mark.parametrize("cls", [M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial])
+def test_pooling_keeps_the_layout_and_mean_is_the_default(cls):
+    torch.manual_seed(0)
+    default = cls(tiny_cfg())
+    assert default.pooling == "mean"
+    layout = {k: tuple(v.shape) for k, v in default.state_dict().items()}
+    for pooling in POOLINGS:
+        other = cls(tiny_cfg(), pooling=pooling)
+        assert {k: tuple(v.shape) for k, v in other.state_dict().items()} == layout
+        other.load_state_dict(default.state_dict())  # strict: the same keys and shapes
+
+
+@pytest.mark.parametrize("cls", [M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial])
+def test_unknown_pooling_is_refused(cls):
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        cls(tiny_cfg(), pooling="attention")
+
+
+def test_2025_forward_uses_the_chosen_pooling():
+    torch.manual_seed(0)
+    model = M2DTagger2025(tiny_cfg(), pooling="mean_max").eval()
+    wave = torch.randn(2, 4, 32000)
+    grid, _ = model.encode_waveform_grid(wave[:, 0])
+    features = grid.mean(2).mean(1) + grid.mean(2).amax(1)
+    assert torch.allclose(model.clip_features(wave), features, atol=1e-6)
+    assert torch.allclose(model(wave), model.head(model.head_norm(features)), atol=1e-5)
+    mean_model = M2DTagger2025(tiny_cfg()).eval()
+    mean_model.load_state_dict(model.state_dict())
+    assert not torch.allclose(mean_model.clip_features(wave), features, atol=1e-3)
+
+
+def test_spatial_pooling_concatenates_channels_per_time_step():
+    torch.manual_seed(0)
+    model = M2DTagger2026Spatial(tiny_cfg(), pooling="max").eval()
+    wave = torch.randn(2, 4, 32000)
+    grids = [model.m2d.encode_waveform_grid(wave[:, c])[0] for c in range(4)]  # (B, T', F', D)
+    frames = torch.cat([g.mean(2) for g in grids], dim=-1)  # (B, T', 4*D), channel-major
+    assert torch.allclose(model(wave), model.head(frames.amax(1)), atol=1e-5)
+    stacked = M2DTagger2026Spatial(tiny_cfg(), pooling="max", flat_features=False).eval()
+    grids = [stacked.m2d.encode_waveform_grid(wave[:, c])[0].flatten(2) for c in range(4)]
+    assert torch.allclose(stacked(wave), stacked.head(torch.cat(grids, -1).amax(1)), atol=1e-5)
+
+
+def test_a_saved_pooled_tagger_reloads_with_its_pooling(tmp_path):
+    torch.manual_seed(0)
+    cfg = {"type": "m2d_2025", "m2d": dict(TINY, patch_size=[80, 8]), "pooling": "max"}
+    model = build_tagger(cfg).eval()
+    path = tmp_path / "tagger.pt"
+    torch.save(model.state_dict(), path)
+    loaded, _, _ = load_model_file(str(path), "tagger", model_cfg=cfg)
+    assert loaded.pooling == "max"
+    wave = torch.randn(1, 4, 32000)
+    assert torch.allclose(loaded(wave), model(wave))
+
+
+def recipe_config():
+    with open(RECIPE_TAGGER) as handle:
+        return yaml.safe_load(handle)
+
+
+def fake_batch(year, batch=2, seconds=10):
+    """Items with what the pool keeps: 2025 two and one targets; 2026 an empty mixture and a
+    same-class duplicate (slot indices padded with silence)."""
+    rows = [[], [3, 3]] if year == 2026 else [[0, 5], [7]]
+    label_index = torch.full((batch, constants.MAX_TARGETS), constants.SILENCE_INDEX)
+    label_vector = torch.zeros(batch, constants.N_CLASSES)
+    for b, row in enumerate(rows):
+        label_index[b, :len(row)] = torch.tensor(row, dtype=torch.long)
+        label_vector[b, row] = 1.0
+    return {"mixture": torch.randn(batch, 1, seconds * constants.SAMPLE_RATE) * 0.01,
+            "label_vector": label_vector, "label_index": label_index,
+            "n_targets": torch.tensor([len(row) for row in rows])}
+
+
+def test_recipe_pool_keeps_what_the_losses_and_validation_read():
+    cfg = recipe_config()
+    pool = cfg["pool"]
+    assert pool["channels"] == [0]  # the 1-channel taggers read channel 0 only
+    assert {"mixture", "label_vector", "label_index", "n_targets"} <= set(pool["keys"])
+    # the pool serves len = epoch_size items; the updates are capped by max_steps
+    assert cfg["epoch_size"] >= cfg["train"]["max_steps"] * cfg["train"]["batch_size"]
+
+
+@pytest.mark.parametrize("year,kind", [(2025, "m2d_2025"), (2026, "m2d_2026")])
+def test_recipe_tagger_builds_and_trains_a_step_for_both_years(year, kind):
+    cfg = recipe_config()
+    assert cfg["model"]["type"] is None  # the year picks the head
+    model_cfg = dict(cfg["model"], type=kind)
+    torch.manual_seed(0)
+    model = build_tagger(model_cfg)
+    assert model.kind == kind and model.pooling == cfg["model"]["pooling"]
+    assert model.cfg.patch_size == tuple(cfg["model"]["m2d"]["patch_size"])
+    batch = fake_batch(year)
+    expected = [[], [constants.CLASSES[3]] * 2] if year == 2026 else [
+        [constants.CLASSES[0], constants.CLASSES[5]], [constants.CLASSES[7]]]
+    assert target_labels(batch) == expected  # what the validation compares with
+    loss, _ = make_loss_step(kind)(model, batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    grad = model.backbone.patch_embed.proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
