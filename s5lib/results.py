@@ -19,7 +19,9 @@ import datetime
 import json
 import os
 import platform
+import re
 import socket
+import statistics
 import subprocess
 import sys
 from collections import OrderedDict
@@ -271,6 +273,70 @@ def environment_info(repo_dir="."):
     return info
 
 
+ANCHOR_ORDER = ("mixture", "silence", "class_eq", "oracle")  # floor to ceiling
+LABEL_MODE_ORDER = ("estimated", "oracle")
+
+
+def _row_order(summary):
+    """Rows of one experiment: its label modes first, then the anchors from floor to ceiling."""
+    anchor = summary.get("anchor")
+    if anchor:
+        rank = ANCHOR_ORDER.index(anchor) if anchor in ANCHOR_ORDER else len(ANCHOR_ORDER)
+        return (1, rank, str(anchor))
+    mode = summary.get("label_mode") or "estimated"
+    rank = LABEL_MODE_ORDER.index(mode) if mode in LABEL_MODE_ORDER else len(LABEL_MODE_ORDER)
+    return (0, rank, mode)
+
+
+SEED_TOKEN = re.compile(r"_seed\d+(?=[_/]|$)|(?<![^/])seed\d+_")
+SEED_COLUMNS = ("CA-SDRi", "CAPI-SDRi", "label_accuracy", "accuracy_mixture", "accuracy_source",
+                "SDRi_tp")
+
+
+def seed_group_name(tag):
+    """The experiment name with its seed token (``_seed1``, ``seed1_``) removed."""
+    return SEED_TOKEN.sub("", tag or "")
+
+
+def seed_spread_lines(groups):
+    """Markdown lines: mean ± std over the runs of an experiment that differ only in the seed
+    token of their tag (``separator/decode_test`` and ``separator_seed1/decode_test``), one row
+    per label mode; nothing when no experiment has two seeds."""
+    by_base = OrderedDict()
+    for exp_name, entries in groups.items():
+        by_base.setdefault(seed_group_name(exp_name), []).append((exp_name, entries))
+    lines = []
+    for base, members in by_base.items():
+        if len(members) < 2:
+            continue
+        modes = OrderedDict()
+        for _, entries in members:
+            for summary, _ in entries:
+                if not summary.get("anchor"):
+                    modes.setdefault(summary.get("label_mode") or "estimated", []).append(summary)
+        columns = [(key, title) for key, title in METRIC_COLUMNS if key in SEED_COLUMNS
+                   and any(s["metrics"].get(key) is not None for runs in modes.values() for s in runs)]
+        lines += [f"### {base}: {len(members)} runs ({', '.join(name for name, _ in members)})", "",
+                  "| Labels | " + " | ".join(title for _, title in columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for mode, runs in sorted(modes.items(), key=lambda item: _row_order({"label_mode": item[0]})):
+            cells = []
+            for key, _ in columns:
+                values = [s["metrics"][key] for s in runs if s["metrics"].get(key) is not None]
+                if not values:
+                    cells.append("")
+                    continue
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.2f} ± {std:.2f}")
+            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if lines:
+        lines = ["## Across seeds", "",
+                 "Mean ± sample standard deviation over the runs that differ only in their seed "
+                 "(the anchors do not depend on it).", ""] + lines
+    return lines
+
+
 def write_results_md(recipe_dir, experiments, path, title=None):
     """Write a generated RESULTS.md.
 
@@ -290,6 +356,7 @@ def write_results_md(recipe_dir, experiments, path, title=None):
     for exp_name, summary, command in experiments:
         groups.setdefault(exp_name, []).append((summary, command))
     for exp_name, entries in groups.items():
+        entries = sorted(entries, key=lambda entry: _row_order(entry[0]))
         years = sorted({s.get("year") for s, _ in entries if s.get("year") is not None})
         lines += [f"## {exp_name}", ""]
         if years:
@@ -305,6 +372,7 @@ def write_results_md(recipe_dir, experiments, path, title=None):
                          else f"# {summary.get('label_mode') or 'estimated'} labels")
             lines.append(command or summary.get("command") or "(not recorded)")
         lines += ["```", ""]
+    lines += seed_spread_lines(groups)
     text = "\n".join(lines)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -65,3 +65,25 @@ def test_class_eq_anchor_scores_between_silence_and_oracle(tmp_path):
     assert results["class_eq"]["metrics"]["CA-SDRi"] > results["silence"]["metrics"]["CA-SDRi"]
     assert score(["--year", "2025", "--ref_dir", info["test_dir"], "--anchor", "class_eq",
                   "--out_dir", str(tmp_path / "x"), "--nj", "1"]) == 1  # no gains file given
+
+
+def test_results_page_orders_rows_and_reports_the_seed_spread(tmp_path):
+    from s5lib.results import write_results_md
+
+    def summary(tag, mode, value, anchor=None):
+        return {"tag": tag, "year": 2025, "label_mode": mode, "anchor": anchor, "recipe": "r",
+                "command": f"score {tag} {anchor or mode}",
+                "metrics": {"CA-SDRi": value, "label_accuracy": 40.0 + value, "n_mixtures": 10}}
+    experiments = []
+    for tag, shift in (("separator/decode_test", 0.0), ("separator_seed1/decode_test", 1.0)):
+        for s in (summary(tag, "oracle", 6.0 + shift, anchor="silence"),
+                  summary(tag, "oracle", 5.0 + shift), summary(tag, "estimated", 3.0 + shift)):
+            experiments.append((tag, s, s["command"]))
+    text = write_results_md(str(tmp_path), experiments, str(tmp_path / "RESULTS.md"))
+    section = text.split("## separator/decode_test")[1].split("##")[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")]
+    assert rows == ["Labels", "estimated", "oracle", "anchor: silence"]
+    spread = text.split("## Across seeds")[1]
+    assert "separator/decode_test: 2 runs" in spread
+    assert "| estimated | 3.50 ± 0.71 | 43.50 ± 0.71 |" in spread  # mean and sample std of 3, 4
+    assert "anchor" not in spread.split("|---|")[1]
