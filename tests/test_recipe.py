@@ -40,12 +40,14 @@ def tiny_recipe(tmp_path):
     conf = recipe / "conf"
     shrink(conf / "prep_data.yaml", {"size": "tiny", "n_valid": 4, "n_test": 4})
     shrink(conf / "tagger.yaml", {"model.m2d": {"embed_dim": 32, "depth": 1, "num_heads": 2},
-                                  "epoch_size": 8, "valid_max_mixtures": 4, "train.batch_size": 4,
+                                  "epoch_size": 8, "pool.mixtures": 4, "pool.num_workers": 0,
+                                  "valid_max_mixtures": 4, "train.batch_size": 4, "train.max_steps": 2,
                                   "train.num_workers": 0, "train.valid_every_steps": None,
                                   "train.warmup_steps": 0, "train.scheduler": "constant"})
     shrink(conf / "separator.yaml", {"model.channels": [4, 4, 8, 8, 8, 8],
                                      "model.bottleneck_channels": 8, "model.condition_size": 16,
-                                     "segment_seconds": 1, "epoch_size": 8, "valid_max_mixtures": 4,
+                                     "segment_seconds": 1, "epoch_size": 8, "pool.mixtures": 4,
+                                     "pool.num_workers": 0, "valid_max_mixtures": 4,
                                      "train.batch_size": 4, "train.num_workers": 0,
                                      "train.valid_every_steps": None, "train.warmup_steps": 0,
                                      "train.scheduler": "constant"})
