@@ -167,6 +167,8 @@ def separator_config_from_weights(weights, source):
     maps = int(weights["base.after_conv.weight"].shape[0]) // (slots * input_channels)
     cfg = {"type": kind, "n_fft": n_fft, "hop_length": 160, "channels": channels,
            "bottleneck_channels": bottleneck, "condition_size": condition_size}
+    if "mask_prior.weight" in weights:  # the per-class frequency bias switch
+        cfg["class_freq_bias"] = True
     if maps == 3:
         cfg["mask_type"] = "mag_phase"
     elif in_features == 2 * input_channels:
