@@ -159,6 +159,52 @@ def test_metadata_round_trip_bit_exact(bank, year, tmp_path):
         assert np.array_equal(a.reference, b.reference)
 
 
+@pytest.mark.parametrize("year", [2025, 2026])
+def test_partial_render_is_the_full_render_in_part(bank, year):
+    """Rendering fewer channels, no references or no wet images changes nothing that is kept."""
+    synth = synth_for(bank, year=year, n_targets=(2, 3), n_interferers=(1, 2))
+    for seed in range(4):
+        meta = synth.sample_metadata(np.random.default_rng([seed, 7]))
+        full = synth.render(meta)
+        assert full.channels == (0, 1, 2, 3)
+        for channels in ([0], [3, 1], [2]):
+            part = synth.render(meta, with_wet=True, with_references=False, channels=channels)
+            assert part.channels == tuple(channels) and part.mixture.shape[0] == len(channels)
+            assert np.array_equal(part.mixture, full.mixture[channels])  # bit for bit
+            assert np.array_equal(part.noise, full.noise[channels])
+            for a, b in zip(part.targets + part.interferers, full.targets + full.interferers):
+                assert a.reference is None and np.array_equal(a.wet, b.wet[channels])
+                assert (a.onset, a.offset, a.label) == (b.onset, b.offset, b.label)
+        refs = synth.render(meta, with_wet=False, channels=[0])
+        for a, b in zip(refs.targets, full.targets):
+            assert a.wet is None and np.array_equal(a.reference, b.reference)
+    with pytest.raises(SynthesisError, match="channels must be distinct FOA channel indices"):
+        synth.render(meta, channels=[0, 4])
+    with pytest.raises(SynthesisError, match="channels must be distinct"):
+        synth.render(meta, channels=[1, 1])
+
+
+def test_event_gain_from_autocorrelations_is_the_wet_energy(bank):
+    """The level rule's energy from R_x and R_h equals the energy of the full 4-channel
+    convolution (float64 reference) to ~1e-6, as the old sum of squares of the wet signal did."""
+    import scipy.fft
+    import scipy.signal
+    synth = synth_for(bank, n_targets=(3, 3), n_interferers=(2, 2))
+    meta = synth.sample_metadata(np.random.default_rng(4))
+    room = meta["room"]
+    cart, raw, _, _ = bank.room_positions(room)
+    sr = constants.SAMPLE_RATE
+    for ev in meta["fg_events"] + meta["int_events"]:
+        x = synth.dry_source(ev)
+        idx = synth._position_index(room, cart, raw, ev["event_position"])
+        ir = bank.room_ir(room, idx, sr)
+        nfft = scipy.fft.next_fast_len(x.shape[0] + ir.shape[1] - 1, real=True)
+        gain = synth.event_gain(scipy.fft.rfft(x, nfft), nfft, x.shape[0], room, idx, -20.0)
+        wet = scipy.signal.fftconvolve(x.astype(np.float64)[None], ir.astype(np.float64), axes=-1)
+        power = np.mean(np.square(wet))
+        assert abs(gain ** 2 * power / 10 ** (-20.0 / 10) - 1) < 5e-6
+
+
 def test_on_the_fly_is_seeded_per_mixture_not_per_worker(bank_root):
     ds = OnTheFlyMixtures(bank_root, "train", SynthConfig(year=2025), epoch_size=6, seed=5)
 

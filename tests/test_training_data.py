@@ -78,3 +78,18 @@ def test_tagger_trains_with_device_synthesis(tmp_path):
     log = (tmp_path / "e" / "train.log").read_text()
     assert "rendered on cpu" in log and "no references" in log
     assert np.isfinite(float(state["best_value"]))
+
+
+def test_pool_channels_are_rendered_channels(bank_root):
+    """A pool that keeps channel 0 renders only channel 0 (the same values as the full render);
+    a pool asking for other channels than the model reads is an error."""
+    synth = SynthConfig()
+    full = OnTheFlyMixtures(bank_root, "train", synth, epoch_size=2, seed=4)
+    data = build_training_data(bank_root, "train", synth, 2, 4, "cpu", "cpu", with_references=False,
+                               pool={"mixtures": 2, "channels": [0]})
+    assert data.dataset.dataset.channels == [0]  # the pool's source renders one channel
+    for index in range(2):
+        assert torch.equal(data.dataset[index]["mixture"], full[index]["mixture"][[0]])
+    with pytest.raises(TrainingDataError, match="differ from the channels the model reads"):
+        build_training_data(bank_root, "train", synth, 2, 4, "cpu", "cpu", with_references=False,
+                            channels=[0], pool={"mixtures": 2, "channels": [1]})

@@ -1,10 +1,15 @@
 """Benchmark: time to synthesize one on-the-fly training mixture on one CPU core.
 
-Each timed mixture has 3 targets, 2 interferers and background noise (draw + render). Two
-renders are timed: the full one (4 channels, references; what a separator reads) and the
-tagger's (no references; what :mod:`s5lib.data.training_data` renders for a tagger). Prints the
-median and the 90th percentile for the embedded mini soundbank and for the same bank with
-5.5 s room responses (the real bank's length).
+Each timed mixture has 3 targets, 2 interferers and background noise (draw + render). Three
+renders are timed, each what one trainer reads (:mod:`s5lib.data.training_data`):
+
+* ``full``: 4 channels and the targets' direct-path references (the separator);
+* ``4-channel tagger``: 4 channels, no references (the 2026 4-channel tagger);
+* ``1-channel tagger``: channel 0 only, no references (the 2025 and 2026 1-channel taggers).
+
+Prints the median and the 90th percentile for the embedded mini soundbank and for the same bank
+with 5.5 s room responses (the real bank's length). The banks' SOFA files store the responses
+as float64, as the DCASE files do (the synthesizer reads them as float32).
 
     python -m s5lib.bin.bench_synth [--n_mix 50] [--work_dir /tmp/s5_bench] [--year 2025]
 
@@ -26,7 +31,12 @@ DEFAULTS = {"n_mix": 50, "work_dir": "/tmp/s5_bench", "year": 2025, "seed": 0,
             "long_ir_seconds": 5.5, "size": "mini", "skip_long": False}
 
 
-def time_bank(bank_root, year, n_mix, seed, with_references=True):
+RENDERS = (("full render", dict(with_references=True)),
+           ("4-channel tagger render", dict(with_references=False)),
+           ("1-channel tagger render", dict(with_references=False, channels=[0])))
+
+
+def time_bank(bank_root, year, n_mix, seed, **render):
     from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig
     bank = SoundBank(bank_root, "train", cache_audio=True)
     synth = FoaSynthesizer(bank, SynthConfig(year=year, n_targets=(3, 3), n_interferers=(2, 2)))
@@ -36,7 +46,7 @@ def time_bank(bank_root, year, n_mix, seed, with_references=True):
     for i in range(n_mix):
         rng = np.random.default_rng([seed, i])
         t0 = time.perf_counter()
-        synth.render(synth.sample_metadata(rng), with_wet=False, with_references=with_references)
+        synth.render(synth.sample_metadata(rng), with_wet=False, **render)
         times.append(time.perf_counter() - t0)
     return np.array(times) * 1e3
 
@@ -53,9 +63,9 @@ def main(argv=None):
         suffix = "" if ir_seconds is None else f"_ir{ir_seconds:g}s"
         root = os.path.join(cfg["work_dir"], f"dev_set_{cfg['size']}{suffix}")
         build_mini_soundbank(root, seed=cfg["seed"], size=cfg["size"], ir_seconds=ir_seconds)
-        for render, with_references in (("full", True), ("tagger", False)):
-            ms = time_bank(root, int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"], with_references)
-            print(f"{name + ', ' + render + ' render':55s} median {np.median(ms):7.1f} ms   p90 "
+        for render, options in RENDERS:
+            ms = time_bank(root, int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"], **options)
+            print(f"{name + ', ' + render:60s} median {np.median(ms):7.1f} ms   p90 "
                   f"{np.percentile(ms, 90):7.1f} ms   ({1000 / np.median(ms):5.1f} mixtures/s per core)")
 
 

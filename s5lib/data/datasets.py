@@ -15,7 +15,7 @@ onset, offset       (K,) long        event start / end samples (-1 in empty slot
 position            (K, 3) float     source position relative to the listener (m); 0 if empty
 doa                 (K, 3) float     unit direction vector; 0 if empty (KUBIG's target)
 n_targets           () long
-wet (optional)      (K, 4, N)        spatial images of the targets
+wet (optional)      (K, C, N)        spatial images of the targets (C rendered channels)
 activity (optional) (18, F) float    per-frame class activity (strong labels for SED)
 mixture2, ...       (optional)       a second, independent mixture (MixIT pairs)
 ==================  ===============  =====================================================
@@ -89,7 +89,8 @@ def pack_targets(labels, references, n_samples, onsets=None, offsets=None, posit
             item["position"][k] = p
             item["doa"][k] = p / p.norm().clamp_min(1e-8)
     if with_audio and wets is not None:
-        wet = torch.zeros(K, constants.N_FOA_CHANNELS, n_samples)
+        rows = wets[0].shape[0] if len(wets) else constants.N_FOA_CHANNELS
+        wet = torch.zeros(K, rows, n_samples)
         for k, w in enumerate(wets):
             wet[k] = torch.from_numpy(w)
         item["wet"] = wet
@@ -115,7 +116,13 @@ def mixture_to_item(mix, return_wet=False, n_activity_frames=0, with_references=
         positions=[e.position for e in t],
         wets=[e.wet for e in t] if return_wet else None, n_activity_frames=n_activity_frames,
         with_audio=with_references)
-    mixture = mix.mixture if channels is None else mix.mixture[list(channels)]
+    mixture = mix.mixture
+    if channels is not None and tuple(int(c) for c in channels) != tuple(mix.channels):
+        rows = [list(mix.channels).index(int(c)) for c in channels if int(c) in mix.channels]
+        if len(rows) != len(channels):
+            raise ValueError(f"channels {list(channels)} were not rendered (the mixture has "
+                             f"channels {list(mix.channels)})")
+        mixture = mixture[rows]
     item["mixture"] = torch.from_numpy(np.ascontiguousarray(mixture))
     return item
 
@@ -148,7 +155,7 @@ class OnTheFlyMixtures(torch.utils.data.Dataset):
 
     def _item(self, metadata):
         mix = self.synth.render(metadata, with_wet=self.return_wet,
-                                with_references=self.with_references)
+                                with_references=self.with_references, channels=self.channels)
         return mixture_to_item(mix, self.return_wet, self.n_activity_frames,
                                self.with_references, self.channels)
 

@@ -26,8 +26,9 @@ Design choices (all follow SPEC §3/§6 as implemented by the CPU synthesizer):
   ``N``-sample buffer (``raw_sources``), so the convolution output is already placed and only
   needs cutting at ``N``. One FFT length ``M >= N + L - 1`` (``L`` = longest room response of
   the bank; shorter ones are zero-padded) serves the whole batch, so nothing wraps around and the
-  full convolution (tail included) lies inside the ``M`` samples: its mean power is the sum of
-  squares over ``M`` divided by ``4 * (len(x) + len(h) - 1)``, as on the CPU. ``M`` is the next
+  full convolution (tail included) lies inside the ``M`` samples: its mean power is its energy
+  (Parseval's sum over the ``M``-point spectra, so channels that are not kept are never
+  transformed back) divided by ``4 * (len(x) + len(h) - 1)``, as on the CPU. ``M`` is the next
   2-3-5-7-smooth length (fast for cuFFT and pocketfft). Samples outside
   ``[onset, onset + len(x) + len(h) - 1)`` are set to zero, as on the CPU. (The price: every
   FFT is ``N + L`` long, also for short events, which is why this path is slower than the CPU
@@ -303,35 +304,48 @@ def _gain(level_db, power, ok):
     return torch.where(ok, gain, torch.zeros_like(gain)).float()
 
 
-def render_events(raw, with_references=True):
+def render_events(raw, with_references=True, channels=None):
     """Convolve, scale, place and cut every event of a collated batch.
 
-    Returns (T, 5, N) float32: the 4-channel wet image and the channel-0 reference of each
-    event, placed at its onset and cut at N (zero outside ``[onset, onset + full length)``);
-    (T, 4, N) without the references (one FFT filter less per event).
+    Returns (T, C + 1, N) float32: the wet image in the FOA ``channels`` (default all four, C =
+    4) and the channel-0 reference of each event, placed at its onset and cut at N (zero outside
+    ``[onset, onset + full length)``); (T, C, N) without the references. Only the returned rows
+    are transformed back: the level rule's energy comes from the spectra (Parseval).
     """
     sources, irs = raw["raw_sources"], raw["raw_irs"]
     n = sources.shape[-1]
     ir_length = irs.shape[-1]
     device = sources.device
     fft_length = fast_fft_length(n + ir_length - 1)
+    chans = list(range(constants.N_FOA_CHANNELS)) if channels is None else [int(c) for c in channels]
 
-    # filters: 4 FOA channels + the channel-0 response kept on the reference window
-    span = raw["raw_ref_span"]
-    taps = torch.arange(ir_length, device=device)
-    in_window = (taps >= span[:, :1]) & (taps < span[:, 1:])  # (T, L)
-    reference_filter = irs[:, 0] * in_window
-    filters = torch.cat([irs, reference_filter[:, None]], dim=1) if with_references else irs
+    source_spectrum = torch.fft.rfft(sources, n=fft_length)[:, None]
+    spectrum = source_spectrum * torch.fft.rfft(irs, n=fft_length)  # (T, 4, M/2 + 1)
 
-    spectrum = torch.fft.rfft(sources, n=fft_length)[:, None] * torch.fft.rfft(filters, n=fft_length)
-    images = torch.fft.irfft(spectrum, n=fft_length)  # (T, 5, M): placed full convolutions
-    del spectrum
-
-    # level rule: mean power of the 4-channel wet event over its full convolution length
+    # level rule: mean power of the 4-channel wet event over its full convolution length; the
+    # M-point circular convolution holds the whole linear one, so its energy is Parseval's sum
+    weights = torch.full((spectrum.shape[-1],), 2.0, dtype=torch.float64, device=device)
+    weights[0] = 1.0
+    if fft_length % 2 == 0:
+        weights[-1] = 1.0
+    magnitude = spectrum.real.double().square() + spectrum.imag.double().square()
+    energy = torch.sum(magnitude.sum(dim=1) * weights, dim=-1) / fft_length
+    del magnitude
     full_length = raw["raw_full_length"]
-    energy = torch.sum(images[:, :constants.N_FOA_CHANNELS].square(), dim=(-2, -1), dtype=torch.float64)
     power = energy / (constants.N_FOA_CHANNELS * full_length.clamp_min(1))
     gain = _gain(raw["raw_level_db"], power, power > 0)
+
+    kept = spectrum if chans == list(range(constants.N_FOA_CHANNELS)) else spectrum[:, chans]
+    if with_references:
+        # the channel-0 response kept on the reference window, as a last filter row
+        span = raw["raw_ref_span"]
+        taps = torch.arange(ir_length, device=device)
+        in_window = (taps >= span[:, :1]) & (taps < span[:, 1:])  # (T, L)
+        reference = source_spectrum * torch.fft.rfft(irs[:, :1] * in_window[:, None], n=fft_length)
+        kept = torch.cat([kept, reference], dim=1)
+    del spectrum
+    images = torch.fft.irfft(kept, n=fft_length)  # (T, C [+ 1], M): placed full convolutions
+    del kept
 
     # cut at N, scale, and zero outside [onset, onset + full length)
     onset = raw["raw_onset"]
@@ -361,23 +375,25 @@ def render_batch(raw, with_wet=False, with_references=True, keep_channels=None):
     n_slots = raw["raw_slot_used"].shape[-1]
 
     # dense (B, E, 5, N) events; (item, slot) pairs are unique, so the scatter is deterministic
-    dense = background.new_zeros(batch, n_slots, channels + int(with_references), n)
+    chans = list(range(channels)) if keep_channels is None else [int(c) for c in keep_channels]
+    if not chans or any(not 0 <= c < channels for c in chans) or len(set(chans)) != len(chans):
+        raise ValueError(f"keep_channels must be distinct FOA channel indices, got {keep_channels}")
+    kept = len(chans)
+    dense = background.new_zeros(batch, n_slots, kept + int(with_references), n)
     if raw["raw_sources"].shape[0]:
-        dense[raw["raw_item"], raw["raw_slot"]] = render_events(raw, with_references)
+        dense[raw["raw_item"], raw["raw_slot"]] = render_events(raw, with_references, chans)
 
-    bg_power = torch.mean(background.square(), dim=(-2, -1))  # float32, as on the CPU
+    bg_power = torch.mean(background.square(), dim=(-2, -1))  # float32 over 4 channels, as on the CPU
     bg_gain = _gain(raw["raw_background_db"], bg_power, raw["raw_background_present"] & (bg_power > 0))
-    mixture = background * bg_gain[:, None, None]
+    mixture = background[:, chans] * bg_gain[:, None, None]
     for slot in range(n_slots):  # CPU order: background, targets, interferers
-        mixture = mixture + dense[:, slot, :channels]
+        mixture = mixture + dense[:, slot, :kept]
 
-    if keep_channels is not None:
-        mixture = mixture[:, list(keep_channels)].contiguous()
-    out = {"mixture": mixture}
+    out = {"mixture": mixture.contiguous()}
     if with_references:
-        out["references"] = dense[:, :K, channels].contiguous()
+        out["references"] = dense[:, :K, kept].contiguous()
     if with_wet:
-        out["wet"] = dense[:, :K, :channels].contiguous()
+        out["wet"] = dense[:, :K, :kept].contiguous()
     return out
 
 

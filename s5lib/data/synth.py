@@ -7,7 +7,9 @@ Two steps, kept apart so that a mixture can always be rebuilt from its metadata:
   dict in the DCASE per-mixture JSON format (``config``, ``fg_events``, ``int_events``,
   ``bg_events``, ``room``);
 * :meth:`FoaSynthesizer.render` turns such a dict into audio. It uses nothing but the dict
-  and the sound bank, so replaying a saved metadata file rebuilds the mixture bit-exactly.
+  and the sound bank, so replaying a saved metadata file rebuilds the mixture bit-exactly. It
+  renders only what is asked for (``channels``, ``with_references``, ``with_wet``); what it
+  renders equals the same part of the full render bit for bit.
 
 Level and reference conventions (SPEC §6), per event:
 
@@ -16,7 +18,11 @@ Level and reference conventions (SPEC §6), per event:
 2. it is convolved (full length) with the 4-channel room response at the event position;
 3. the whole wet event is scaled so its mean power over 4 channels and the full convolution
    length is ``ref_db + snr`` dB (the RIR normaliser of the reference synthesizers is one scalar
-   per RIR and cancels here, so it is not applied);
+   per RIR and cancels here, so it is not applied). The energy is computed without the wet
+   signal: ``sum_c |x * h_c|^2 = sum_tau R_x(tau) R_h(tau)``, with ``R_x`` the source's
+   autocorrelation (one inverse FFT of ``|X|^2``) and ``R_h`` the sum of the 4 channels'
+   autocorrelations (cached with the room response), so a render of fewer channels gets the
+   same gain, bit for bit, without convolving the others;
 4. the channel-0 reference ("oracle target") is the source convolved with the channel-0 RIR
    kept from 192 samples before to 1600 samples after its peak, with the same gain;
 5. both are placed at ``int(event_time*sr)`` and cut at the mixture end.
@@ -244,6 +250,30 @@ class SoundBank:
             self._room_cache[room] = info
         return info[:4]
 
+    def room_ir_autocorr(self, room, index, sample_rate):
+        """(L,) float64: lags 0..L-1 of the summed autocorrelation of the 4 channels of a room
+        response (the level rule's ``R_h``), cached with the response."""
+        key = (room, int(index), "autocorr")
+        value = self._ir_cache.get(key)
+        if value is not None:
+            self._ir_cache.move_to_end(key)
+            return value
+        # float32 transforms (the response's own precision), one per channel on fresh 1-D
+        # arrays so the result does not depend on memory layout; ~5 transforms of twice the
+        # response length, once per response while it stays in the cache
+        ir = self.room_ir(room, index, sample_rate)
+        length = ir.shape[1]
+        nfft = scipy.fft.next_fast_len(2 * length - 1, real=True)
+        power = np.zeros(nfft // 2 + 1, dtype=np.float32)
+        for channel in range(ir.shape[0]):
+            spec = scipy.fft.rfft(ir[channel], nfft)
+            power += spec.real ** 2 + spec.imag ** 2
+        value = scipy.fft.irfft(power, nfft)[:length].astype(np.float64)
+        self._ir_cache[key] = value
+        if len(self._ir_cache) > 2 * self._ir_cache_size:
+            self._ir_cache.popitem(last=False)
+        return value
+
     def room_ir(self, room, index, sample_rate):
         key = (room, int(index))
         ir = self._ir_cache.get(key)
@@ -260,7 +290,7 @@ class SoundBank:
             g = math.gcd(int(sr), int(sample_rate))
             ir = scipy.signal.resample_poly(ir, sample_rate // g, sr // g, axis=-1).astype(np.float32)
         self._ir_cache[key] = ir
-        if len(self._ir_cache) > self._ir_cache_size:
+        if len(self._ir_cache) > 2 * self._ir_cache_size:  # responses and their autocorrelations
             self._ir_cache.popitem(last=False)
         return ir
 
@@ -272,7 +302,7 @@ class SoundBank:
 class RenderedEvent:
     label: str
     role: str  # 'target' or 'interferer'
-    wet: np.ndarray  # (4, N) spatial image in the mixture
+    wet: Optional[np.ndarray]  # (C, N) spatial image in the mixture (None: with_wet=False)
     reference: Optional[np.ndarray]  # (N,) channel-0 direct-path reference (targets only)
     onset: int  # first sample of the event in the mixture
     offset: int  # one past the last sample of the dry event (onset + event frames)
@@ -282,15 +312,27 @@ class RenderedEvent:
 
 @dataclasses.dataclass
 class Mixture:
-    mixture: np.ndarray  # (4, N) float32
+    mixture: np.ndarray  # (C, N) float32; C = len(channels), 4 for a full render
     targets: list  # RenderedEvent, in fg_events order
     interferers: list
-    noise: np.ndarray  # (4, N)
+    noise: np.ndarray  # (C, N)
     metadata: dict
+    channels: tuple = tuple(range(constants.N_FOA_CHANNELS))  # the FOA channels of the rows
 
     @property
     def labels(self):
         return [t.label for t in self.targets]
+
+
+def _channel_list(channels):
+    """``channels`` (None: all four) as a tuple of FOA channel indices, checked."""
+    if channels is None:
+        return tuple(range(constants.N_FOA_CHANNELS))
+    chans = tuple(int(c) for c in channels)
+    if not chans or any(not 0 <= c < constants.N_FOA_CHANNELS for c in chans) \
+            or len(set(chans)) != len(chans):
+        raise SynthesisError(f"channels must be distinct FOA channel indices 0-3, got {list(channels)}")
+    return chans
 
 
 def doa_of(position):
@@ -444,34 +486,34 @@ class FoaSynthesizer:
         return True
 
     # ----------------------------------------------------------------------------- rendering
-    def render(self, metadata, with_wet=True, with_references=True):
+    def render(self, metadata, with_wet=True, with_references=True, channels=None):
         """Rebuild the mixture described by ``metadata`` (float32, bit-exact on replay).
 
-        ``with_references=False`` skips the targets' direct-path references (``reference`` is
-        then None): what a tagger needs; the mixture is the same, bit for bit.
+        Only what is asked for is rendered, and it equals the same part of the full render bit
+        for bit: ``with_references=False`` skips the targets' direct-path references
+        (``reference`` is then None; what a tagger needs); ``channels`` (e.g. ``[0]``) renders
+        only these mixture channels (``mixture``, ``noise`` and the wet images then have
+        ``len(channels)`` rows, in that order); ``with_wet=False`` keeps no wet image per event.
         """
         cfg = self.cfg
         n = cfg.n_samples
+        chans = _channel_list(channels)
         room = metadata["room"]
         cart, raw, delays, _ = self.bank.room_positions(room)
-        mixture = np.zeros((constants.N_FOA_CHANNELS, n), dtype=np.float32)
-        noise = self._render_background(metadata.get("bg_events", []), n)
-        mixture += noise
+        noise = self._render_background(metadata.get("bg_events", []), n, chans)
+        mixture = noise.copy()
         # an fg event of a non-target class is an interferer (older metadata kept them there)
         fg = [ev for ev in metadata["fg_events"] if ev["label"] in constants.CLASS_INDEX]
         other = [ev for ev in metadata["fg_events"] if ev["label"] not in constants.CLASS_INDEX]
-        targets = [self._render_event(ev, room, cart, raw, delays,
-                                      with_reference=with_references, role="target")
-                   for ev in fg]
-        interferers = [self._render_event(ev, room, cart, raw, delays, with_reference=False)
+        # each event is added to the mixture as it is rendered (background, targets,
+        # interferers: the summation order of the reference synthesizers)
+        targets = [self._render_event(ev, room, cart, raw, delays, with_references, "target",
+                                      chans, mixture, with_wet) for ev in fg]
+        interferers = [self._render_event(ev, room, cart, raw, delays, False, "interferer",
+                                          chans, mixture, with_wet)
                        for ev in other + list(metadata.get("int_events", []))]
-        for ev in targets + interferers:
-            mixture += ev.wet
-        if not with_wet:
-            for ev in targets + interferers:
-                ev.wet = None
         return Mixture(mixture=mixture, targets=targets, interferers=interferers, noise=noise,
-                       metadata=metadata)
+                       metadata=metadata, channels=chans)
 
     def background_segment(self, ev, n):
         """The unscaled (4, n) float32 background segment of the background event ``ev``.
@@ -505,14 +547,15 @@ class FoaSynthesizer:
             raise AudioError(path, "background noise is silent")
         return seg
 
-    def _render_background(self, bg_events, n):
+    def _render_background(self, bg_events, n, chans=None):
         cfg = self.cfg
-        out = np.zeros((constants.N_FOA_CHANNELS, n), dtype=np.float32)
+        chans = _channel_list(chans)
+        out = np.zeros((len(chans), n), dtype=np.float32)
         for ev in bg_events:
             seg = self.background_segment(ev, n)
-            power = background_power(seg)
+            power = background_power(seg)  # over all 4 channels, whatever is rendered
             gain = np.float32(math.sqrt(10 ** ((cfg.ref_db + float(ev.get("snr") or 0)) / 10) / power))
-            out += seg * gain
+            out += seg[list(chans)] * gain
         return out
 
     def _position_index(self, room, cart, raw, position):
@@ -561,7 +604,29 @@ class FoaSynthesizer:
                              f"segment at {ev['source_time']:.3f} s for {ev['event_duration']:.3f} s is silent")
         return x / np.float32(peak)
 
-    def _render_event(self, ev, room, cart, raw, delays, with_reference, role=None):
+    def event_gain(self, spec_x, nfft, n_source, room, index, level_db):
+        """The float gain that brings the full-length 4-channel wet event to ``level_db``.
+
+        ``spec_x``: the source's ``rfft`` at ``nfft >= n_source + L - 1``. The wet energy is
+        ``R_x(0) R_h(0) + 2 sum_{tau >= 1} R_x(tau) R_h(tau)`` (SPEC §6 step 3 without the
+        convolution; ``R_x`` from ``|X|^2``, ``R_h`` from :meth:`SoundBank.room_ir_autocorr`).
+        """
+        autocorr_h = self.bank.room_ir_autocorr(room, index, self.cfg.sample_rate)
+        lags = min(autocorr_h.shape[0], n_source)
+        # float32 as the source spectrum: the energy's relative error stays ~5e-7 (the old
+        # sum of squares of the float32 wet signal: ~4e-7), i.e. gains exact to ~-130 dB
+        power_x = spec_x.real ** 2 + spec_x.imag ** 2
+        autocorr_x = scipy.fft.irfft(power_x, nfft)[:lags].astype(np.float64)
+        energy = 2.0 * float(np.dot(autocorr_x, autocorr_h[:lags])) - autocorr_x[0] * autocorr_h[0]
+        full = n_source + autocorr_h.shape[0] - 1
+        power = energy / (constants.N_FOA_CHANNELS * full)
+        if not power > 0:
+            return None
+        return math.sqrt(10 ** (level_db / 10) / power)
+
+    def _render_event(self, ev, room, cart, raw, delays, with_reference, role, chans, mixture,
+                      with_wet=True):
+        """Render one event into ``mixture`` (the rows of ``chans``); returns its RenderedEvent."""
         cfg, bank = self.cfg, self.bank
         sr, n = cfg.sample_rate, cfg.n_samples
         x = self.dry_source(ev)
@@ -571,17 +636,23 @@ class FoaSynthesizer:
         full = x.shape[0] + ir.shape[1] - 1
         nfft = scipy.fft.next_fast_len(full, real=True)
         spec_x = scipy.fft.rfft(x, nfft)
-        wet = scipy.fft.irfft(spec_x[None, :] * scipy.fft.rfft(ir, nfft, axis=-1), nfft, axis=-1)[:, :full]
-        wet = wet.astype(np.float32)
-        power = float(np.mean(np.square(wet, dtype=np.float64)))
-        if not power > 0:
+        gain = self.event_gain(spec_x, nfft, x.shape[0], room, idx, cfg.ref_db + float(ev["snr"]))
+        if gain is None:
             raise SynthesisError(f"{room}: event {ev['source_file']} is silent after spatialisation")
-        gain = math.sqrt(10 ** ((cfg.ref_db + float(ev["snr"])) / 10) / power)
+        gain32 = np.float32(gain)
         onset = int(ev["event_time"] * sr)
         stop = min(onset + full, n)
-        wet_out = np.zeros((constants.N_FOA_CHANNELS, n), dtype=np.float32)
+        wet_out = np.zeros((len(chans), n), dtype=np.float32) if with_wet else None
         if stop > onset:
-            wet_out[:, onset:stop] = wet[:, :stop - onset] * np.float32(gain)
+            for row, channel in enumerate(chans):
+                # one channel at a time, on freshly allocated 1-D arrays: numpy's complex
+                # multiply may take another (FMA) code path for other shapes or alignments,
+                # and a channel's values must not depend on what else is rendered
+                wet = scipy.fft.irfft(spec_x * scipy.fft.rfft(ir[channel], nfft), nfft)
+                part = np.multiply(wet[:stop - onset], gain32, dtype=np.float32)
+                mixture[row, onset:stop] += part
+                if wet_out is not None:
+                    wet_out[row, onset:stop] = part
         reference = None
         if with_reference:
             delay = None if delays is None else float(delays[idx])
@@ -589,8 +660,7 @@ class FoaSynthesizer:
             dry = scipy.fft.irfft(spec_x * scipy.fft.rfft(window, nfft), nfft)[:full]
             reference = np.zeros(n, dtype=np.float32)
             if stop > onset:
-                reference[onset:stop] = dry[:stop - onset].astype(np.float32) * np.float32(gain)
-        role = role or ("target" if with_reference else "interferer")
+                reference[onset:stop] = dry[:stop - onset].astype(np.float32) * gain32
         return RenderedEvent(label=ev["label"], role=role,
                              wet=wet_out, reference=reference, onset=onset,
                              offset=min(onset + frames, n), position=cart[idx].copy(),

@@ -71,6 +71,14 @@ def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cp
         transform = functools.partial(_render_on_device, with_references=with_references,
                                       keep_channels=channels)
         return TrainingData(dataset, collate_raw, transform, "device")
+    pool = dict(pool or {})
+    if pool.get("channels") is not None:
+        # the pool keeps these channels: render only them (the same values, bit for bit)
+        pool_channels = [int(c) for c in pool.pop("channels")]
+        if channels is not None and [int(c) for c in channels] != pool_channels:
+            raise TrainingDataError(f"pool: channels {pool_channels} differ from the channels the "
+                                    f"model reads ({list(channels)})")
+        channels = pool_channels
     dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed,
                                with_references=with_references, channels=channels)
     try:
