@@ -93,3 +93,20 @@ def test_pool_channels_are_rendered_channels(bank_root):
     with pytest.raises(TrainingDataError, match="differ from the channels the model reads"):
         build_training_data(bank_root, "train", synth, 2, 4, "cpu", "cpu", with_references=False,
                             channels=[0], pool={"mixtures": 2, "channels": [1]})
+
+
+@pytest.mark.parametrize("synthesis", ["cpu", "device"])
+def test_mixit_pairs_without_references(bank_root, synthesis):
+    """MixIT's request: two mixtures per item, no references, the same values as the full render."""
+    synth = SynthConfig()
+    full = OnTheFlyMixtures(bank_root, "train", synth, epoch_size=2, seed=8, mixit_pairs=True)
+    data = build_training_data(bank_root, "train", synth, 2, 8, synthesis, "cpu",
+                               with_references=False, mixit_pairs=True)
+    items = [data.dataset[i] for i in range(2)]
+    batch = data.batch_transform(data.collate_fn(items), "cpu") if data.batch_transform else \
+        torch.utils.data.default_collate(items)
+    assert "references" not in batch and "references2" not in batch
+    for index in range(2):
+        for key in ("mixture", "mixture2"):
+            error = (batch[key][index] - full[index][key]).abs().max()
+            assert float(error) <= (0 if synthesis == "cpu" else TOL), key

@@ -5,7 +5,13 @@ renders are timed, each what one trainer reads (:mod:`s5lib.data.training_data`)
 
 * ``full``: 4 channels and the targets' direct-path references (the separator);
 * ``4-channel tagger``: 4 channels, no references (the 2026 4-channel tagger);
-* ``1-channel tagger``: channel 0 only, no references (the 2025 and 2026 1-channel taggers).
+* ``1-channel tagger``: channel 0 only, no references (the 2025 and 2026 1-channel taggers);
+* ``device-synthesis worker``: what a DataLoader worker does with ``synthesis: device``
+  (:func:`s5lib.data.gpu_synth.prepare_raw`: read, place and pack the sources and room
+  responses; the FFTs then run on the GPU).
+
+Cores a trainer needs per GPU: its mixtures/s on the GPU (``bench_train``, model alone) divided
+by the per-core rate printed here for its render (or for the device-synthesis worker).
 
 Prints the median and the 90th percentile for the embedded mini soundbank and for the same bank
 with 5.5 s room responses (the real bank's length). The banks' SOFA files store the responses
@@ -33,20 +39,26 @@ DEFAULTS = {"n_mix": 50, "work_dir": "/tmp/s5_bench", "year": 2025, "seed": 0,
 
 RENDERS = (("full render", dict(with_references=True)),
            ("4-channel tagger render", dict(with_references=False)),
-           ("1-channel tagger render", dict(with_references=False, channels=[0])))
+           ("1-channel tagger render", dict(with_references=False, channels=[0])),
+           ("device-synthesis worker (no FFTs)", dict(device_worker=True)))
 
 
-def time_bank(bank_root, year, n_mix, seed, **render):
+def time_bank(bank_root, year, n_mix, seed, device_worker=False, **render):
+    from s5lib.data.gpu_synth import bank_ir_length, prepare_raw
     from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthConfig
     bank = SoundBank(bank_root, "train", cache_audio=True)
     synth = FoaSynthesizer(bank, SynthConfig(year=year, n_targets=(3, 3), n_interferers=(2, 2)))
     for i in range(3):  # warm the audio and room caches
         synth.synthesize(np.random.default_rng([seed, 99, i]))
+    ir_length = bank_ir_length(bank, synth.cfg.sample_rate)
     times = []
     for i in range(n_mix):
         rng = np.random.default_rng([seed, i])
         t0 = time.perf_counter()
-        synth.render(synth.sample_metadata(rng), with_wet=False, **render)
+        if device_worker:
+            prepare_raw(synth, synth.sample_metadata(rng), ir_length)
+        else:
+            synth.render(synth.sample_metadata(rng), with_wet=False, **render)
         times.append(time.perf_counter() - t0)
     return np.array(times) * 1e3
 

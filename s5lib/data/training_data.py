@@ -9,8 +9,9 @@ fast data path instead of building its own:
   (:class:`~s5lib.data.gpu_synth.OnTheFlyRawMixtures` + :func:`~s5lib.data.gpu_synth.synthesize_batch`
   as the trainer's ``batch_transform``); ``auto``: ``device`` when training on CUDA, else ``cpu``.
   Both give the same mixtures for the same seed (up to float32 FFT rounding).
-* the request, from what the model and loss read: ``with_references`` (a tagger reads none) and
-  ``channels`` (a 1-channel tagger reads channel 0). What is rendered equals the same part of
+* the request, from what the model and loss read: ``with_references`` (a tagger reads none),
+  ``channels`` (a 1-channel tagger reads channel 0) and ``mixit_pairs`` (MixIT reads two
+  mixtures and, unsupervised, no references). What is rendered equals the same part of
   the full render (bit for bit on the CPU).
 * ``pool``: data reuse (:mod:`s5lib.data.pool`, CPU synthesis only).
 """
@@ -58,14 +59,20 @@ def _render_on_device(batch, device, with_references=True, keep_channels=None):
 
 
 def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cpu", device="cpu",
-                        pool=None, with_references=True, channels=None):
-    """The :class:`TrainingData` of on-the-fly mixtures for a trainer (see the module doc)."""
+                        pool=None, with_references=True, channels=None, mixit_pairs=False):
+    """The :class:`TrainingData` of on-the-fly mixtures for a trainer (see the module doc).
+
+    ``mixit_pairs``: every item also carries a second, independent mixture (keys ending in
+    ``2``, rendered with the same request): what a MixIT loss reads, usually with
+    ``with_references=False``.
+    """
     synthesis = resolve_synthesis(synthesis, device)
     if synthesis == "device" and pool:
         raise TrainingDataError("pool: pooled mixtures are rendered on the CPU; use synthesis: "
                                 "cpu with a pool, or drop the pool")
     if synthesis == "device":
-        dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed)
+        dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed,
+                                      mixit_pairs=mixit_pairs)
         logger.info("training mixtures rendered on %s (room responses padded to %d samples)%s",
                     device, dataset.ir_length, "" if with_references else ", no references")
         transform = functools.partial(_render_on_device, with_references=with_references,
@@ -80,7 +87,8 @@ def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cp
                                     f"model reads ({list(channels)})")
         channels = pool_channels
     dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed,
-                               with_references=with_references, channels=channels)
+                               with_references=with_references, channels=channels,
+                               mixit_pairs=mixit_pairs)
     try:
         dataset = pool_from_config(dataset, pool, epoch_size)
     except (ValueError, KeyError) as err:
