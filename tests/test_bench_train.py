@@ -1,0 +1,104 @@
+"""bench_train: every trainer of the baseline recipe (tiny sizes, CPU, one step per part)."""
+import re
+
+import pytest
+import torch
+
+from s5lib.bin import bench_train
+from s5lib.bin.common import RecipeError
+
+RATE = r"([0-9]+(?:\.[0-9]+)?) mixtures/s"
+
+
+def run_bench(capsys, tmp_path, bank_root, model, *extra):
+    argv = ["--size", "tiny", "--model", model, "--steps", "1", "--warmup", "0",
+            "--num_workers", "0", "--device", "cpu", "--parts", "a,b",
+            "--bank_root", bank_root, "--work_dir", str(tmp_path), *extra]
+    bench_train.main(argv)
+    return capsys.readouterr().out.splitlines()
+
+
+def rate_of(lines, prefix):
+    """The mixtures/s of the one line starting with ``prefix`` (a positive float)."""
+    hits = [line for line in lines if line.startswith(prefix)]
+    assert len(hits) == 1, (prefix, lines)
+    found = re.search(RATE, hits[0])
+    assert found, hits[0]
+    rate = float(found.group(1))
+    assert rate > 0, hits[0]
+    return rate
+
+
+def parameter_counts(setup_line):
+    found = re.search(r"\(([0-9,]+) parameters, ([0-9,]+) trainable\)", setup_line)
+    assert found, setup_line
+    return tuple(int(group.replace(",", "")) for group in found.groups())
+
+
+def check_parts(lines):
+    rate_of(lines, "[a] train, model alone (random tensors)")
+    rate_of(lines, "[b] data only (")
+    rate_of(lines, "[b] train, end to end (")
+    ratio = [line for line in lines if line.startswith("[b] end to end / model alone")]
+    assert len(ratio) == 1 and re.search(r": [0-9.]+ %", ratio[0]), lines
+    assert not any(line.startswith("[c]") for line in lines)  # parts a,b only
+
+
+def test_tagger_2025_head(capsys, tmp_path, bank_root):
+    lines = run_bench(capsys, tmp_path, bank_root, "tagger_2025_head")
+    setup = [line for line in lines if line.startswith("[setup]")]
+    assert len(setup) == 1
+    assert "m2d_2025" in setup[0] and "trainable head" in setup[0]
+    assert "batch 8" in setup[0] and "channel 0" in setup[0] and "year 2025" in setup[0]
+    total, trainable = parameter_counts(setup[0])
+    assert 0 < trainable < total  # the encoder is frozen: only the head trains
+    check_parts(lines)
+    data_line = next(line for line in lines if line.startswith("[b] data only"))
+    assert "no references, channel 0" in data_line
+
+
+def test_tagger_2026_4c(capsys, tmp_path, bank_root):
+    lines = run_bench(capsys, tmp_path, bank_root, "tagger_2026_4c", "--batch_size", "4")
+    setup = [line for line in lines if line.startswith("[setup]")]
+    assert len(setup) == 1
+    assert "m2d_2026_4c" in setup[0] and "trainable all" in setup[0] and "year 2026" in setup[0]
+    assert "batch 4" in setup[0] and "4 channels" in setup[0]
+    total, trainable = parameter_counts(setup[0])
+    assert total - trainable <= 2  # everything trains but the fixed log-mel statistics
+    check_parts(lines)
+
+
+def test_head_only_tagger_trains_the_head_only(tmp_path):
+    trainer, random_set, _, _ = bench_train.build_tagger_trainer(
+        "tagger_2025_head", dict(bench_train.DEFAULTS, size="tiny", batch_size=2, device="cpu",
+                                 year=2025, parts=["a"], work_dir=str(tmp_path)),
+        dist=None)
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("head") for name in trainable)
+    item = random_set[0]
+    assert tuple(item["mixture"].shape)[0] == 1 and tuple(item["label_vector"].shape) == (18,)
+    assert item["label_index"].dtype == torch.long and int(item["label_index"].max()) <= 18
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(RecipeError, match=r"--model must be one of separator, tagger_2025_head, "
+                                          r"tagger_2025, tagger_2026_4c, all; got 'nope'"):
+        bench_train.main(["--model", "nope", "--device", "cpu"])
+
+
+def test_gpu_preset_gives_each_model_its_batch_size():
+    cfg, models = bench_train.plan(["--preset", "gpu", "--model", "all"])
+    options = dict(models)
+    assert list(options) == ["separator", "tagger_2025_head", "tagger_2025", "tagger_2026_4c"]
+    assert {name: opts["batch_size"] for name, opts in options.items()} == {
+        "separator": 5, "tagger_2025_head": 32, "tagger_2025": 16, "tagger_2026_4c": 32}
+    assert options["separator"]["compile"] is True
+    assert options["separator"]["compile_mode"] == "reduce-overhead"
+    for name in ("tagger_2025_head", "tagger_2025", "tagger_2026_4c"):
+        assert options[name]["compile"] is False and options[name]["size"] == "full"
+        assert options[name]["synthesis"] == "device" and options[name]["num_workers"] == 15
+    assert [opts["year"] for opts in options.values()] == [2025, 2025, 2025, 2026]
+    # an explicit batch size (and compile) applies to every model
+    _, models = bench_train.plan(["--preset", "gpu", "--model", "all", "--batch_size", "4",
+                                  "--compile", "true"])
+    assert all(opts["batch_size"] == 4 and opts["compile"] is True for _, opts in models)
