@@ -87,3 +87,35 @@ def test_results_page_orders_rows_and_reports_the_seed_spread(tmp_path):
     assert "separator/decode_test: 2 runs" in spread
     assert "| estimated | 3.50 ± 0.71 | 43.50 ± 0.71 |" in spread  # mean and sample std of 3, 4
     assert "anchor" not in spread.split("|---|")[1]
+
+
+def test_separator_started_from_class_eq_gains_is_the_class_eq_filter():
+    """init_class_gains: a fresh ResUNetK (mag_phase masks from mask_init) answers a query for
+    class c with gains[c] on channel 0 and the mixture phase, i.e. the class-EQ estimate."""
+    from s5lib.models.factory import build_separator
+    model = build_separator({"type": "resunetk", "channels": [4, 4, 4, 4, 4, 4],
+                             "bottleneck_channels": 4, "condition_size": 8, "n_fft": 512,
+                             "hop_length": 256, "mask_init": 0.3, "class_freq_bias": True}).eval()
+    rng = np.random.default_rng(1)
+    gains = rng.uniform(0.05, 0.9, size=(18, 257)).astype(np.float32)
+    model.init_class_gains(gains)
+    x = (0.1 * rng.standard_normal((4, 32000))).astype(np.float32)
+    label = "Speech"
+    query = torch.zeros(1, 54)
+    query[0, constants.CLASS_INDEX[label]] = 1.0  # slot 0
+    with torch.no_grad():
+        out = model(torch.from_numpy(x)[None], query)[0, 0].numpy()
+    no_nyquist = gains.copy()
+    no_nyquist[:, -1] = 0.0  # the U-Net never outputs the Nyquist bin (module doc)
+    expected = apply_class_eq(no_nyquist, x[0], label, n_fft=512, hop=256)
+    inner = slice(1024, -1024)  # away from the edge frames
+    error = np.sum((out - expected)[inner] ** 2) / np.sum(expected[inner] ** 2)
+    assert 10 * np.log10(1 / error) > 40  # the same filter
+    assert not np.allclose(out, 0.3 * x[0], atol=1e-3)  # and not the plain mask_init start
+    with pytest.raises(ValueError, match="must be \\(18, 257\\)"):
+        model.init_class_gains(gains[:, :100])
+    plain = build_separator({"type": "resunetk", "channels": [4, 4, 4, 4, 4, 4],
+                             "bottleneck_channels": 4, "condition_size": 8, "n_fft": 512,
+                             "hop_length": 256})
+    with pytest.raises(ValueError, match="class_freq_bias"):
+        plain.init_class_gains(gains)

@@ -22,6 +22,7 @@ switches of the ``train:`` section (``compile``, ``channels_last``, ``fused_opti
 ``persistent_workers``, ...) are described in :mod:`s5lib.train.trainer`.
 """
 import logging
+import time
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ DEFAULTS = {
     "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 800}
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
+    # start the per-class frequency bias at the class-EQ gains fitted on this many training
+    # items (0: off; needs model.class_freq_bias and mag_phase masks): the model starts as the
+    # class-EQ anchor instead of "mask_init x channel 0"; a resumed run keeps its checkpoint
+    "class_eq_init": 0,
     "valid_max_mixtures": 50,
     "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
     "valid_batch_size": 4,
@@ -141,6 +146,34 @@ def make_valid_fn(dataset, batch_size, max_mixtures):
     return valid_fn
 
 
+def init_from_class_eq(model, train_set, collate_fn, batch_transform, n_items):
+    """Fit class-EQ gains at the model's STFT size on the first ``n_items`` training items and
+    start the model's ``class_freq_bias`` there (:meth:`ResUNet30.init_class_gains`)."""
+    from s5lib.infer.class_eq import fit_class_eq
+    cfg = model.config
+    if getattr(model, "mask_prior", None) is None:
+        raise RecipeError("train_separator: class_eq_init needs model.class_freq_bias: true")
+    n_items = min(n_items, len(train_set))
+
+    def items():
+        for index in range(n_items):
+            item = train_set[index]
+            if batch_transform is not None:  # device synthesis: render the raw item here
+                batch = batch_transform(collate_fn([item]), "cpu")
+                item = {key: value[0] for key, value in batch.items() if torch.is_tensor(value)}
+            yield item
+
+    start = time.time()
+    gains, count = fit_class_eq(items(), n_fft=cfg.n_fft, hop=cfg.hop_length)
+    try:
+        model.init_class_gains(gains)
+    except ValueError as err:
+        raise RecipeError(f"train_separator: class_eq_init: {err}") from None
+    logger.info("class-EQ start: gains fitted on %d training mixtures at STFT %d/%d in %.1f s; "
+                "classes never seen: %d", count, cfg.n_fft, cfg.hop_length, time.time() - start,
+                int(np.sum(gains.max(axis=1) == 0)))
+
+
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     trust_checkpoints(cfg["trust_checkpoint"])
@@ -155,6 +188,8 @@ def main(argv=None):
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
         epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0), pool=cfg["pool"])
     model = build_separator(cfg["model"])
+    if int(cfg["class_eq_init"] or 0) > 0:
+        init_from_class_eq(model, train_set, collate_fn, batch_transform, int(cfg["class_eq_init"]))
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("separator %s: %s parameters; loss %s; year %d", model.kind, f"{n_params:,}",
                 cfg["loss"], year)

@@ -54,6 +54,7 @@ data-dependent Python control flow (``torch.compile(fullgraph=True)`` traces it 
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -465,6 +466,32 @@ class ResUNet30(nn.Module):
             self.mask_prior = None
         if config.channels_last:
             self.base.to(memory_format=torch.channels_last)   # 4-d conv weights only
+
+    def init_class_gains(self, gains):
+        """Start the ``class_freq_bias`` term so that a freshly initialised model (``mask_init``,
+        ``mag_phase`` masks) is the class-EQ filter: slot query ``c`` gives the magnitude mask
+        ``gains[c]`` on channel 0, with the mixture's phase.
+
+        ``gains``: (18, n_fft // 2 + 1) per-class real gains (:mod:`s5lib.infer.class_eq`, fitted
+        at this model's STFT size); clipped to [0.01, 0.99], the range of the sigmoid mask. Only
+        the channel-0 magnitude rows of ``mask_prior`` change; training goes on from there.
+        """
+        cfg = self.config
+        if self.mask_prior is None:
+            raise ValueError("init_class_gains needs model.class_freq_bias: true")
+        if cfg.mask_type != "mag_phase" or cfg.mask_init is None:
+            raise ValueError("init_class_gains needs mag_phase masks started at mask_init "
+                             f"(mask_type {cfg.mask_type!r}, mask_init {cfg.mask_init})")
+        bins = cfg.n_fft // 2
+        gains = torch.as_tensor(np.asarray(gains), dtype=torch.float32)
+        if gains.shape != (cfg.slot_label_len, bins + 1):
+            raise ValueError(f"class gains must be ({cfg.slot_label_len}, {bins + 1}) for n_fft "
+                             f"{cfg.n_fft}, got {tuple(gains.shape)}")
+        target = torch.logit(gains[:, :bins].clamp(0.01, 0.99))
+        offset = torch.logit(torch.tensor(float(cfg.mask_init)))
+        with torch.no_grad():
+            # rows: (mask channel, mask map, bin), channel 0 and the magnitude map first
+            self.mask_prior.weight[:bins, :] = (target - offset).t()
 
     def film_names(self):
         """Flat names of every FiLM bias; the keys ``extra_film`` may use."""
