@@ -78,11 +78,24 @@ class RenderedPool(torch.utils.data.Dataset):
         subset = torch.utils.data.Subset(self.dataset, list(range(self.size)))
         loader = torch.utils.data.DataLoader(subset, batch_size=None, shuffle=False,
                                              num_workers=self.num_workers)
-        columns = {}
-        for item in loader:
-            for key, value in self._keep(item).items():
-                columns.setdefault(key, []).append(value)
-        self.items = {key: torch.stack(values) for key, values in columns.items()}
+        # each item is copied into preallocated columns as it arrives, so the peak memory is
+        # the pool plus a few items in flight (stacking a list at the end would double it)
+        self.items = None
+        columns = None
+        for row, item in enumerate(loader):
+            item = self._keep(item)
+            if columns is None:
+                columns = {key: torch.empty((self.size,) + tuple(value.shape), dtype=value.dtype)
+                           for key, value in item.items()}
+            if set(item) != set(columns):
+                raise KeyError(f"pool: item {row} has keys {sorted(item)}, the first had {sorted(columns)}")
+            for key, value in item.items():
+                if tuple(value.shape) != tuple(columns[key].shape[1:]):
+                    raise ValueError(f"pool: item {row}: {key} has shape {tuple(value.shape)}, "
+                                     f"the first item's was {tuple(columns[key].shape[1:])}")
+                columns[key][row] = value
+            del item
+        self.items = columns
         self.generation = generation
         megabytes = sum(v.numel() * v.element_size() for v in self.items.values()) / 2 ** 20
         logger.info("pool: %d mixtures rendered in %.1f s (%.0f MB; generation %d)", self.size,
