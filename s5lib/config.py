@@ -3,11 +3,13 @@
 Every ``python -m s5lib.bin.<step>`` takes ``--config file.yaml`` plus overrides of any key,
 nested keys written with dots (``--optim.lr 1e-3``). Values are parsed as YAML scalars, so
 ``--epochs 3`` is an int, ``--use_amp false`` a bool and ``--labels '[a, b]'`` a list.
-The resolved config is written beside the outputs with :func:`save_config`.
+A config file may name a ``base:`` file that it changes (:func:`load_config_file`). The
+resolved config is written beside the outputs with :func:`save_config`.
 """
 import argparse
 import copy
 import os
+import re
 import sys
 
 import yaml
@@ -15,6 +17,9 @@ import yaml
 
 class ConfigError(ValueError):
     pass
+
+
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def load_yaml(path):
@@ -30,6 +35,28 @@ def load_yaml(path):
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def load_config_file(path, _chain=()):
+    """A YAML config, with its ``base:`` chain resolved.
+
+    A file may start from another one: ``base: separator.yaml`` (a path relative to the file)
+    loads that file first and merges this file's keys over it (nested mappings key by key), so
+    a variant config lists only what it changes. Bases may have bases; a cycle is an error.
+    """
+    real = os.path.realpath(path)
+    if real in _chain:
+        raise ConfigError(f"{path}: 'base:' chain loops back to itself")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'base:' must be a file name, got {base!r}")
+    base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"{path}: base config not found: {base_path}")
+    return merge(load_config_file(base_path, _chain + (real,)), data)
 
 
 def merge(base, update):
@@ -77,6 +104,8 @@ def parse_overrides(tokens):
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         pairs.append((key, value))
     return pairs
 
@@ -93,7 +122,7 @@ def parse_config(defaults, argv=None, description=None):
     args, rest = parser.parse_known_args(argv)
     cfg = copy.deepcopy(defaults)
     for path in args.config:
-        file_cfg = load_yaml(path)
+        file_cfg = load_config_file(path)
         unknown = set(file_cfg) - set(defaults)
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; "

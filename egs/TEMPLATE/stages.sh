@@ -115,14 +115,24 @@ config_name() {  # config_name FILE: the file name without directory and .yaml/.
   name=${name%.yaml}
   printf '%s' "${name%.yml}"
 }
-config_fingerprint() {  # config_fingerprint FILE...: "file=checksum" for each existing file
-  local file
+config_fingerprint() {  # config_fingerprint FILE...: "file=checksum" for each file and its base: chain
+  local file base depth
   for file in "$@"; do
-    if [ -f "$file" ]; then
+    depth=0
+    while [ -n "$file" ] && [ "$depth" -lt 8 ]; do
+      if [ ! -f "$file" ]; then
+        printf '%s=missing ' "$file"
+        break
+      fi
       printf '%s=%s ' "$file" "$(cksum < "$file" | cut -d' ' -f1)"
-    else
-      [ -z "$file" ] || printf '%s=missing ' "$file"
-    fi
+      base=$(sed -n 's/^base:[[:space:]]*\([^#[:space:]]*\).*/\1/p' "$file" | head -n 1)
+      case "$base" in
+        "") file="" ;;
+        /*) file=$base ;;
+        *) file=$(dirname "$file")/$base ;;
+      esac
+      depth=$((depth + 1))
+    done
   done
 }
 
