@@ -96,6 +96,7 @@ import torch
 
 from s5lib import constants
 from s5lib.bin.common import RecipeError, crop_batch, run_cli
+from s5lib.bin.train_tagger import tagger_channels
 from s5lib.config import parse_config
 
 DEFAULTS = {
@@ -349,12 +350,6 @@ def part_a(trainer, batch, cfg):
     return report("[a] train, model alone (random tensors)", n, seconds,
                   f"batch {cfg['batch_size']}, {cfg['steps']} steps after {cfg['warmup']} warm-up; "
                   f"{peak_memory(device)}")
-
-
-def tagger_channels(model):
-    """The mixture channels a tagger reads, as stage 2 renders them: [0] for the 1-channel
-    taggers, None (all four) otherwise."""
-    return [0] if getattr(model, "ref_channel", None) == 0 else None
 
 
 def make_data(name, model, bank_root, device, cfg, epoch_size):

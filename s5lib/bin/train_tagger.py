@@ -63,6 +63,12 @@ DEFAULTS = {
 }
 
 
+def tagger_channels(model):
+    """The mixture channels a tagger reads, so only they are rendered: ``[0]`` for the
+    1-channel taggers, None (all four) otherwise. A tagger reads no references either."""
+    return [0] if getattr(model, "ref_channel", None) == 0 else None
+
+
 def make_loss_step(kind):
     def loss_step(model, batch):
         logits = model(batch["mixture"])
@@ -100,8 +106,7 @@ def train_one(cfg, info):
     cfg["decode"] = decode
     dist, synth, valid_set = start_training(cfg, info)
     model = build_tagger(cfg["model"])
-    # render only what the tagger reads: no references; channel 0 for the 1-channel taggers
-    channels = [0] if getattr(model, "ref_channel", None) == 0 else None
+    channels = tagger_channels(model)
     try:
         data = build_training_data(info["bank_root"], info.get("train_split", "train"), synth,
                                    cfg["epoch_size"], cfg["train"].get("seed", 0),
