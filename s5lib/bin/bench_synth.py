@@ -50,7 +50,7 @@ def time_bank(bank_root, year, n_mix, seed, device_worker=False, **render):
     synth = FoaSynthesizer(bank, SynthConfig(year=year, n_targets=(3, 3), n_interferers=(2, 2)))
     for i in range(3):  # warm the audio and room caches
         synth.synthesize(np.random.default_rng([seed, 99, i]))
-    ir_length = bank_ir_length(bank, synth.cfg.sample_rate)
+    ir_length = bank_ir_length(bank, synth.cfg.sample_rate) if device_worker else None
     times = []
     for i in range(n_mix):
         rng = np.random.default_rng([seed, i])
