@@ -22,6 +22,11 @@ For every label mode in ``label_modes``:
 * ``oracle``: the reference labels do (separation-only evaluation); skipped with a note when the
   test folder has no ``oracle_target/`` (an evaluation set);
 
+* ``baseline_tagger``: the labels of a second tagger (``--baseline_tagger_exp`` or
+  ``--baseline_tagger_checkpoint``, e.g. the DCASE baseline's next to CP-JKU's SED tagger);
+
+``procedure: iterative`` runs a refining separator (CP-JKU) for ``refine_steps`` steps and writes
+every step (``<mode>_step<k>/``, the last one as ``<mode>/``), so stage 5 scores each step;
 the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (2025) or
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
@@ -43,8 +48,9 @@ from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, r
                               run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
+from s5lib.infer.refine import check_procedure, separate_batch_steps
 from s5lib.infer.separate import separate_batch
-from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
+from s5lib.infer.tag import DECODE_DEFAULTS, MULTILABEL_KINDS, check_decode, tag_batch
 from s5lib.metrics.naming import source_filename
 from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import load_model_file
@@ -69,9 +75,19 @@ DEFAULTS = {
     "num_workers": 0,
     "device": "auto",
     "decode": dict(DECODE_DEFAULTS),
+    # label mode baseline_tagger: the DCASE baseline's tagger (an egs/baseline stage-2 dir or a
+    # released m2dat.ckpt) next to the recipe's own tagger (CP-JKU's Table 1)
+    "baseline_tagger_exp": "",
+    "baseline_tagger_checkpoint": "",
+    "baseline_tagger_config": "",
+    # single: one separator call per query; iterative: refine_steps refinement steps (a separator
+    # trained with refine_iterations > 1), every step written when keep_steps (<mode>_step<k>/)
+    "procedure": "single",
+    "refine_steps": 1,
+    "keep_steps": True,
 }
-LABEL_MODES = ("estimated", "oracle")
-TAGGER_YEAR = {"m2d_2025": 2025, "m2d_2026": 2026, "m2d_2026_4c": 2026}
+LABEL_MODES = ("estimated", "oracle", "baseline_tagger")
+TAGGER_YEAR = {"m2d_2025": 2025, "sed": 2025, "m2d_2026": 2026, "m2d_2026_4c": 2026}
 
 
 def pick_device(name):
@@ -80,14 +96,26 @@ def pick_device(name):
     return torch.device(name)
 
 
-def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
-    est_dir = os.path.join(out_dir, mode, "estimates")
-    os.makedirs(est_dir, exist_ok=True)
-    for f in os.listdir(est_dir):  # re-runs overwrite, never mix two runs
-        os.unlink(os.path.join(est_dir, f))
+def step_dir_names(mode, steps, keep_steps):
+    """Output dir of each refinement step: the last step is ``<mode>``, earlier ones (when
+    ``keep_steps``) ``<mode>_step<k>``; None for a step that is not written."""
+    return [mode if k == steps else (f"{mode}_step{k}" if keep_steps else None)
+            for k in range(1, steps + 1)]
+
+
+def clear_dir(path):
+    os.makedirs(path, exist_ok=True)
+    for f in os.listdir(path):  # re-runs overwrite, never mix two runs
+        os.unlink(os.path.join(path, f))
+
+
+def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps=1):
+    names = step_dir_names(mode, steps, cfg["keep_steps"])
+    for name in filter(None, names):
+        clear_dir(os.path.join(out_dir, name, "estimates"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"],
                                          num_workers=cfg["num_workers"])
-    probabilities = []
+    probabilities = [[] for _ in names]
     t0, n_written = time.time(), 0
     for batch in tqdm(loader, desc=f"infer ({mode} labels)", mininterval=5):
         mixture = batch["mixture"].to(device)
@@ -95,37 +123,65 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device):
             tagged = [[(label, 1.0) for label in labels] for labels in target_labels(batch)]
         else:
             tagged = tag_batch(tagger, mixture, **cfg["decode"])
-        estimates = separate_batch(separator, mixture, [[lbl for lbl, _ in t] for t in tagged])
-        for b, index in enumerate(batch["index"].tolist()):
-            name = dataset.names[index]
-            entry = {"soundscape": name, "estimate": []}
-            for slot, ((label, wave), (_, prob)) in enumerate(zip(estimates[b], tagged[b])):
-                fname = source_filename(name, label, slot if year == 2026 else None)
-                write_audio(os.path.join(est_dir, fname), wave.cpu().numpy(), constants.SAMPLE_RATE)
-                entry["estimate"].append({"filename": fname, "label": label, "probability": float(prob)})
-                n_written += 1
-            probabilities.append(entry)
+        label_lists = [[lbl for lbl, _ in t] for t in tagged]
+        if cfg["procedure"] == "iterative":
+            per_step = separate_batch_steps(separator, mixture, label_lists, steps)
+        else:
+            per_step = [separate_batch(separator, mixture, label_lists)]
+        for step_name, estimates, probs in zip(names, per_step, probabilities):
+            if step_name is None:
+                continue
+            est_dir = os.path.join(out_dir, step_name, "estimates")
+            for b, index in enumerate(batch["index"].tolist()):
+                name = dataset.names[index]
+                entry = {"soundscape": name, "estimate": []}
+                for slot, ((label, wave), (_, prob)) in enumerate(zip(estimates[b], tagged[b])):
+                    fname = source_filename(name, label, slot if year == 2026 else None)
+                    write_audio(os.path.join(est_dir, fname), wave.cpu().numpy(), constants.SAMPLE_RATE)
+                    entry["estimate"].append({"filename": fname, "label": label,
+                                              "probability": float(prob)})
+                    n_written += 1
+                probs.append(entry)
     seconds = time.time() - t0
     audio_seconds = len(dataset) * constants.DURATION_S
-    with open(os.path.join(out_dir, mode, "eval_results.json"), "w") as f:
-        json.dump({"probabilities": probabilities, "label_mode": mode,
-                   "rtf": seconds / audio_seconds}, f, indent=1)
-    logger.info("%s labels: %d estimates for %d mixtures in %.1f s (RTF %.3f)", mode, n_written,
-                len(dataset), seconds, seconds / audio_seconds)
+    for k, (step_name, probs) in enumerate(zip(names, probabilities), start=1):
+        if step_name is None:
+            continue
+        with open(os.path.join(out_dir, step_name, "eval_results.json"), "w") as f:
+            json.dump({"probabilities": probs, "label_mode": mode, "refine_step": k,
+                       "refine_steps": steps, "rtf": seconds / audio_seconds}, f, indent=1)
+    logger.info("%s labels: %d estimates for %d mixtures (%d step%s) in %.1f s (RTF %.3f)", mode,
+                n_written, len(dataset), steps, "s" if steps > 1 else "", seconds,
+                seconds / audio_seconds)
 
 
-def load_role(cfg, role):
-    """The tagger or separator of this run, from its model file or its experiment dir."""
-    path, exp_dir = cfg[f"{role}_checkpoint"], cfg[f"{role}_exp"]
+def load_role(cfg, role, name=None):
+    """The tagger or separator of this run, from its model file or its experiment dir
+    (``name``: the option prefix, e.g. ``baseline_tagger``; default the role)."""
+    name = name or role
+    path, exp_dir = cfg[f"{name}_checkpoint"], cfg[f"{name}_exp"]
     if path:
-        model, _, description = load_model_file(path, role, cfg[f"{role}_config"] or None)
-        logger.info("%s: %s", role, description)
+        model, _, description = load_model_file(path, role, cfg[f"{name}_config"] or None)
+        logger.info("%s: %s", name, description)
         return model
     if not exp_dir:
-        raise RecipeError(f"infer: give --{role}_exp DIR (stage {2 if role == 'tagger' else 3}) "
-                          f"or --{role}_checkpoint FILE")
+        raise RecipeError(f"infer: give --{name}_exp DIR (stage {2 if role == 'tagger' else 3}) "
+                          f"or --{name}_checkpoint FILE")
     model, _ = load_experiment(exp_dir, role)
     return model
+
+
+def load_tagger(cfg, name, year, device):
+    tagger = load_role(cfg, "tagger", name).to(device)
+    tagger_year = TAGGER_YEAR.get(tagger.kind)
+    if tagger_year is not None and tagger_year != year:
+        raise RecipeError(f"infer: the {name} is a {tagger.kind} model ({tagger_year} rules) but "
+                          f"this run follows the {year} rules (--year)")
+    try:
+        check_decode(tagger.kind, cfg["decode"])
+    except ValueError as err:
+        raise RecipeError(f"infer: {name}: {err}") from None
+    return tagger
 
 
 def open_test_set(cfg, info, year):
@@ -146,6 +202,8 @@ def main(argv=None):
         info = read_dataset_info(cfg["data"])
     year = resolve_year(cfg, info)
     modes = list(cfg["label_modes"])
+    if (cfg["baseline_tagger_exp"] or cfg["baseline_tagger_checkpoint"]) and "baseline_tagger" not in modes:
+        modes.append("baseline_tagger")  # a baseline tagger given is a baseline tagger decoded
     bad = [m for m in modes if m not in LABEL_MODES]
     if bad:
         raise RecipeError(f"infer: unknown label mode(s) {bad} (known: {', '.join(LABEL_MODES)})")
@@ -159,23 +217,29 @@ def main(argv=None):
         modes.remove("oracle")
     device = pick_device(cfg["device"])
     separator = load_role(cfg, "separator").to(device)
-    tagger = None
-    if "estimated" in modes:
-        tagger = load_role(cfg, "tagger").to(device)
-        tagger_year = TAGGER_YEAR.get(tagger.kind)
-        if tagger_year is not None and tagger_year != year:
-            raise RecipeError(f"infer: the tagger is a {tagger.kind} model ({tagger_year} rules) but "
-                              f"this run follows the {year} rules (--year)")
-        try:
-            cfg["decode"] = check_decode(tagger.kind, cfg["decode"])
-        except ValueError as err:
-            raise RecipeError(f"infer: {err}") from None
+    try:
+        steps = check_procedure(separator, cfg["procedure"], cfg["refine_steps"])
+    except ValueError as err:
+        raise RecipeError(f"infer: {err}") from None
+    taggers = {}
+    for mode, name in (("estimated", "tagger"), ("baseline_tagger", "baseline_tagger")):
+        if mode in modes:
+            taggers[mode] = load_tagger(cfg, name, year, device)
+    kinds = {getattr(t, "kind", "m2d_2025") for t in taggers.values()}
+    try:  # one decode section serves both taggers: both must be read the same way
+        if len({k in MULTILABEL_KINDS for k in kinds}) > 1:
+            raise ValueError(f"the taggers are of kinds {sorted(kinds)}: multi-label and slot "
+                             "taggers cannot share one decode section")
+        if kinds:
+            cfg["decode"] = check_decode(sorted(kinds)[0], cfg["decode"])
+    except ValueError as err:
+        raise RecipeError(f"infer: {err}") from None
     cfg["label_modes_run"] = modes
     cfg["has_references"] = has_references
     write_experiment_config(cfg, out_dir)
     with torch.inference_mode():
         for mode in modes:
-            run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device)
+            run_mode(mode, dataset, taggers.get(mode), separator, out_dir, year, cfg, device, steps)
 
 
 if __name__ == "__main__":

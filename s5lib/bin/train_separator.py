@@ -10,7 +10,10 @@ validation replays the fixed validation metadata and reports the mean SDRi with 
 * ``resunetk``: the 3 slots at once (54-d query); loss ``masked_multislot_neg_snr`` (2025
   baseline) or ``class_aware_pit_neg_snr`` (2026 baseline), or any single-source loss of
   :mod:`s5lib.losses` applied to active slots;
-* ``resunet``: one random target per mixture (the 2025 ResUNet), a single-source loss.
+* ``resunet``: one random target per mixture (the 2025 ResUNet), a single-source loss;
+* ``audiosep_sed`` (CP-JKU): as ``resunet``; its SED comes from ``model.sed_exp`` (the stage-2
+  SED tagger's experiment dir); with ``refine_iterations`` N > 1 every update runs n_iter ~ U{1..N}
+  refinement steps (:class:`SeparatorLossStep`).
 
 Mixtures without targets (2026) are skipped by the single-query model and give silent slots
 otherwise.
@@ -22,6 +25,7 @@ switches of the ``train:`` section (``compile``, ``channels_last``, ``fused_opti
 ``persistent_workers``, ...) are described in :mod:`s5lib.train.trainer`.
 """
 import logging
+import os
 import time
 
 import numpy as np
@@ -78,25 +82,58 @@ def pick_query_slot(active, index):
     return hit.to(torch.int64).argmax(1)
 
 
-def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
-    if kind == "resunet" and loss_name not in SINGLE_SOURCE_LOSSES:
-        raise ValueError(f"the single-query resunet needs a single-source loss "
-                         f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
-    loss_fn = get_loss(loss_name, **loss_kwargs)
+SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed")
 
-    def loss_step(model, batch):
-        batch = crop_batch(batch, segment_seconds, constants.SAMPLE_RATE)
+
+def refinement_depth(step, seed, max_iterations):
+    """n_iter of one update, drawn from U{1..N} by (seed, update) alone: the same on every rank
+    and after a resume."""
+    if max_iterations <= 1:
+        return 1
+    rng = np.random.default_rng([int(seed), int(step), 7])
+    return int(rng.integers(1, max_iterations + 1))
+
+
+class SeparatorLossStep:
+    """The training loss of one batch (a named loss step; the trainer stays one).
+
+    ``refine_iterations`` N > 1 (CP-JKU's iterative refinement): every update runs the separator
+    for ``refinement_depth(update)`` steps and the loss reads the last one.
+    """
+
+    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
+        if kind in SINGLE_QUERY_KINDS and loss_name not in SINGLE_SOURCE_LOSSES:
+            raise ValueError(f"the single-query {kind} needs a single-source loss "
+                             f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
+        self.kind, self.loss_name = kind, loss_name
+        self.loss_fn = get_loss(loss_name, **loss_kwargs)
+        self.segment_seconds = segment_seconds
+        self.refine_iterations = int(refine_iterations)
+        self.seed = int(seed)
+        self.n_iter = 1
+
+    def set_step(self, step):
+        self.n_iter = refinement_depth(step, self.seed, self.refine_iterations)
+
+    def __call__(self, model, batch):
+        return self.loss(model, batch)
+
+    def loss(self, model, batch):
+        batch = crop_batch(batch, self.segment_seconds, constants.SAMPLE_RATE)
         mixture, refs, active = batch["mixture"], batch["references"], batch["active"]
-        if kind == "resunet":
+        loss_fn, loss_name, kind = self.loss_fn, self.loss_name, self.kind
+        extra = {"n_iter": self.n_iter} if self.refine_iterations > 1 else {}
+        if kind in SINGLE_QUERY_KINDS:
             keep = active.any(dim=1)
             if not keep.any():
-                return (model(mixture[:1], batch["slot_onehot"][:1, 0]).sum() * 0.0,
+                return (model(mixture[:1], batch["slot_onehot"][:1, 0], **extra).sum() * 0.0,
                         {"skipped": 1.0})
             rows = torch.arange(mixture.shape[0], device=mixture.device)[keep]
             slot = pick_query_slot(active, batch["index"])[keep]
-            est = model(mixture[rows], batch["slot_onehot"][rows, slot])[:, 0]
+            est = model(mixture[rows], batch["slot_onehot"][rows, slot], **extra)[:, 0]
             loss = loss_fn(est, refs[rows, slot])
-            return loss.mean(), {}
+            logs = {"n_iter": float(self.n_iter)} if extra else {}
+            return loss.mean(), logs
         query = batch["slot_onehot"].flatten(1)
         est = model(mixture, query)
         if loss_name == "masked_multislot_neg_snr":
@@ -110,7 +147,38 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds):
             raise ValueError(f"loss {loss_name!r} does not fit label-queried training")
         return loss.mean(), {}
 
-    return loss_step
+
+def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
+    return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed)
+
+
+def resolve_sed_exp(model_cfg):
+    """``model.sed_exp: <stage-2 experiment dir>`` (audiosep_sed): the separator's SED is that
+    tagger, its architecture from the dir's ``config.yaml`` and its weights from
+    ``checkpoint_best.pt``; written into the resolved config as ``model.sed`` and
+    ``model.sed_checkpoint`` (what a replay or a resume reads)."""
+    exp = model_cfg.pop("sed_exp", "") or ""
+    if not exp:
+        return
+    if not (model_cfg.get("time_film", True) or model_cfg.get("embedding_injection", True)):
+        logger.info("model.sed_exp %s not used: neither time_film nor embedding_injection", exp)
+        return
+    import yaml
+    cfg_path = os.path.join(exp, "config.yaml")
+    checkpoint = os.path.join(exp, "checkpoint_best.pt")
+    for path in (cfg_path, checkpoint):
+        if not os.path.isfile(path):
+            raise RecipeError(f"train_separator: model.sed_exp: {path} not found; train the SED "
+                              "tagger first (stage 2)")
+    with open(cfg_path) as f:
+        tagger = (yaml.safe_load(f) or {}).get("model") or {}
+    if tagger.get("type") != "sed":
+        raise RecipeError(f"train_separator: model.sed_exp: {cfg_path} is a {tagger.get('type')!r} "
+                          "tagger, not an SED tagger (type: sed)")
+    model_cfg["sed"] = {k: v for k, v in tagger.items()
+                        if k not in ("type", "trainable", "init_checkpoint", "pretrained_m2d",
+                                     "pretrained_sed")}
+    model_cfg["sed_checkpoint"] = checkpoint
 
 
 def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed, pool=None):
@@ -181,8 +249,9 @@ def main(argv=None):
     year = resolve_year(cfg, info)
     if cfg["loss"] is None:
         cfg["loss"] = "masked_multislot_neg_snr" if year == 2025 else "class_aware_pit_neg_snr"
-        if cfg["model"].get("type", "resunetk") == "resunet":
+        if cfg["model"].get("type", "resunetk") in SINGLE_QUERY_KINDS:
             cfg["loss"] = "neg_snr"
+    resolve_sed_exp(cfg["model"])
     dist, synth, valid_set = start_training(cfg, info)
     train_set, collate_fn, batch_transform = make_train_data(
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
@@ -195,7 +264,10 @@ def main(argv=None):
                 cfg["loss"], year)
     trainer = Trainer(model, train_set, make_valid_fn(valid_set, cfg["valid_batch_size"],
                                                       cfg["valid_max_mixtures"]),
-                      make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"]),
+                      make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"],
+                                     refine_iterations=getattr(getattr(model, "guidance", None),
+                                                               "refine_iterations", 1),
+                                     seed=cfg["train"].get("seed", 0)),
                       cfg["train"], cfg["exp_dir"], dist_info=dist, collate_fn=collate_fn,
                       batch_transform=batch_transform, run_config=cfg)
     record_training_config(cfg, dist)

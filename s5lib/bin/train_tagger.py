@@ -1,4 +1,5 @@
-"""Stage 2: train an audio tagger (M2D-AT 2025 multi-label, or the 2026 3-slot taggers).
+"""Stage 2: train an audio tagger (M2D-AT 2025 multi-label, the 2026 3-slot taggers, or CP-JKU's
+SED tagger).
 
     python -m s5lib.bin.train_tagger --config conf/tagger.yaml --data data --exp_dir exp/tagger_x
 
@@ -6,7 +7,9 @@ Training items are on-the-fly FOA mixtures (seeded per mixture), rendered where 
 says (``cpu``, ``device`` or ``auto``; :mod:`s5lib.data.training_data`) and only as far as the
 tagger reads them (no references; channel 0 for the 1-channel taggers); the 2025 tagger is trained
 with BCE on the multi-hot labels, the 2026 taggers with permutation-invariant slot
-cross-entropy. Validation decodes the fixed validation mixtures and reports the label
+cross-entropy, the SED tagger (``model.type: sed``) with ``strong_weight`` x BCE of its frame
+probabilities against the synthesizer's onsets/offsets (rasterised to its ``seq_len`` frames) plus
+the rest x BCE of its clip scores. Validation decodes the fixed validation mixtures and reports the label
 accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
 ``checkpoint_best.pt``. Start from a real M2D release with ``--model.pretrained_m2d PATH``
 (and ``--model.trainable head`` for the baseline's first phase).
@@ -35,7 +38,7 @@ from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
 from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import build_tagger
-from s5lib.models.tagger import multilabel_bce, pit_slot_ce
+from s5lib.models.tagger import multilabel_bce, pit_slot_ce, sed_loss
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_tagger")
@@ -58,6 +61,7 @@ DEFAULTS = {
     # start the 2025 head's biases at the class prior (about 2 of 18 classes active), so a model
     # trained from scratch does not spend its first thousand updates learning that prior
     "prior_bias_init": True,
+    "strong_weight": 0.5,  # sed: lambda of lambda * BCE(strong) + (1 - lambda) * BCE(weak)
     "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "grad_clip": 0.5,
               "best_metric": "valid_accuracy", "best_mode": "max"},
 }
@@ -69,9 +73,13 @@ def tagger_channels(model):
     return [0] if getattr(model, "ref_channel", None) == 0 else None
 
 
-def make_loss_step(kind):
+def make_loss_step(kind, strong_weight=0.5):
     def loss_step(model, batch):
         logits = model(batch["mixture"])
+        if kind == "sed":  # strong (frame) + weak (clip) BCE; activity is (B, 18, frames)
+            strong = batch["activity"].transpose(1, 2)
+            loss = sed_loss(logits, strong, batch["label_vector"], strong_weight)
+            return loss.mean(), {}
         if kind == "m2d_2025":
             loss = multilabel_bce(logits, batch["label_vector"])
         else:
@@ -111,20 +119,23 @@ def train_one(cfg, info):
         data = build_training_data(info["bank_root"], info.get("train_split", "train"), synth,
                                    cfg["epoch_size"], cfg["train"].get("seed", 0),
                                    cfg["synthesis"], dist.device, pool=cfg["pool"],
-                                   with_references=False, channels=channels)
+                                   with_references=False, channels=channels,
+                                   n_activity_frames=model.seq_len if model.kind == "sed" else 0)
     except TrainingDataError as err:
         raise RecipeError(f"train_tagger: {err}") from None
-    if cfg["prior_bias_init"] and model.kind == "m2d_2025" and not (
-            cfg["model"].get("init_checkpoint")):
+    starts_fresh = not (cfg["model"].get("init_checkpoint") or cfg["model"].get("pretrained_sed"))
+    if cfg["prior_bias_init"] and model.kind in ("m2d_2025", "sed") and starts_fresh:
         prior = float(np.mean(synth.resolved().n_targets)) / constants.N_CLASSES
+        head = model.head if model.kind == "m2d_2025" else model.strong_head
         with torch.no_grad():
-            model.head.bias.fill_(float(np.log(prior / (1 - prior))))
+            head.bias.fill_(float(np.log(prior / (1 - prior))))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
     trainer = Trainer(model, data.dataset,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
                                     year, decode),
-                      make_loss_step(model.kind), cfg["train"], cfg["exp_dir"], dist_info=dist,
+                      make_loss_step(model.kind, cfg["strong_weight"]), cfg["train"],
+                      cfg["exp_dir"], dist_info=dist,
                       collate_fn=data.collate_fn, batch_transform=data.batch_transform,
                       run_config=cfg)
     record_training_config(cfg, dist)

@@ -59,12 +59,14 @@ def _render_on_device(batch, device, with_references=True, keep_channels=None):
 
 
 def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cpu", device="cpu",
-                        pool=None, with_references=True, channels=None, mixit_pairs=False):
+                        pool=None, with_references=True, channels=None, mixit_pairs=False,
+                        n_activity_frames=0):
     """The :class:`TrainingData` of on-the-fly mixtures for a trainer (see the module doc).
 
     ``mixit_pairs``: every item also carries a second, independent mixture (keys ending in
     ``2``, rendered with the same request): what a MixIT loss reads, usually with
-    ``with_references=False``.
+    ``with_references=False``. ``n_activity_frames`` > 0: items carry the (18, F) frame
+    ``activity`` of the targets (strong labels, e.g. 250 for an SED tagger).
     """
     synthesis = resolve_synthesis(synthesis, device)
     if synthesis == "device" and pool:
@@ -72,7 +74,7 @@ def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cp
                                 "cpu with a pool, or drop the pool")
     if synthesis == "device":
         dataset = OnTheFlyRawMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed,
-                                      mixit_pairs=mixit_pairs)
+                                      mixit_pairs=mixit_pairs, n_activity_frames=n_activity_frames)
         logger.info("training mixtures rendered on %s (room responses padded to %d samples)%s",
                     device, dataset.ir_length, "" if with_references else ", no references")
         transform = functools.partial(_render_on_device, with_references=with_references,
@@ -88,7 +90,7 @@ def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cp
         channels = pool_channels
     dataset = OnTheFlyMixtures(bank_root, split, synth, epoch_size=epoch_size, seed=seed,
                                with_references=with_references, channels=channels,
-                               mixit_pairs=mixit_pairs)
+                               mixit_pairs=mixit_pairs, n_activity_frames=n_activity_frames)
     try:
         dataset = pool_from_config(dataset, pool, epoch_size)
     except (ValueError, KeyError) as err:

@@ -4,6 +4,8 @@ Decoding options (the ``decode:`` section of the inference and tagger configs):
 
 * ``m2d_2025`` (multi-label): sigmoid probabilities, decoded with p >= ``threshold``, at least
   ``min_labels`` and at most ``max_labels`` (SPEC §7.1); the confidence is the class probability.
+* ``sed`` (CP-JKU's SED tagger): decoded as ``m2d_2025`` from its clip scores (the attention-pooled
+  frame probabilities, ``weak_probs``).
 * ``m2d_2026`` / ``m2d_2026_4c`` (3 slots x 19): arg-max per slot, silence dropped, duplicates kept;
   the confidence is the slot's softmax probability. ``min_confidence`` (default 0: the official
   arg-max decoding) turns a slot whose class probability is below it into silence.
@@ -22,8 +24,11 @@ MULTILABEL_OPTIONS = ("threshold", "min_labels", "max_labels")
 SLOT_OPTIONS = ("min_confidence",)
 
 
+MULTILABEL_KINDS = ("m2d_2025", "sed")
+
+
 def is_slot_tagger(tagger):
-    return getattr(tagger, "kind", "m2d_2025") != "m2d_2025"
+    return getattr(tagger, "kind", "m2d_2025") not in MULTILABEL_KINDS
 
 
 def check_decode(kind, decode, defaults=DECODE_DEFAULTS):
@@ -36,10 +41,11 @@ def check_decode(kind, decode, defaults=DECODE_DEFAULTS):
     unknown = sorted(set(decode) - set(defaults))
     if unknown:
         raise ValueError(f"decode: unknown option(s) {unknown}; known: {sorted(defaults)}")
-    unused = SLOT_OPTIONS if kind == "m2d_2025" else MULTILABEL_OPTIONS
+    multilabel = kind in MULTILABEL_KINDS
+    unused = SLOT_OPTIONS if multilabel else MULTILABEL_OPTIONS
     ignored = sorted(key for key in unused if key in decode and decode[key] != defaults[key])
     if ignored:
-        what = ("a multi-label tagger (threshold, min_labels, max_labels)" if kind == "m2d_2025"
+        what = ("a multi-label tagger (threshold, min_labels, max_labels)" if multilabel
                 else "a slot tagger (arg-max per slot; min_confidence)")
         raise ValueError(f"decode: {', '.join(f'{k}={decode[k]!r}' for k in ignored)} has no effect "
                          f"on the {kind} tagger, {what}; remove it")
@@ -56,7 +62,10 @@ def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants
     """mixture (B, 4, N) -> per mixture a list of (label, confidence), at most 3."""
     logits = tagger(mixture)
     if not is_slot_tagger(tagger):
-        probs = torch.sigmoid(logits.float())
+        if isinstance(logits, dict):  # the SED tagger: its clip scores are probabilities already
+            probs = logits["weak_probs"].float()
+        else:
+            probs = torch.sigmoid(logits.float())
         keep = decode_multilabel(probs, threshold, min_labels, max_labels)
         out = []
         for row_p, row_k in zip(probs.tolist(), keep.tolist()):

@@ -9,11 +9,20 @@ Separator::
       hop_length: 160
       init_checkpoint: ""     # a DCASE resunet(k).ckpt to start from (strict)
 
+CP-JKU separator (``type: audiosep_sed``, :mod:`s5lib.models.audiosep_sed`): any ResUNetConfig field
+(defaults n_fft 2048, hop 160, one 18-d query), the guidance switches of ``GuidanceConfig``
+(``time_film``, ``embedding_injection``, ``sed_trainable``, ``dprnn``, ``refine_iterations``, ...),
+``sed:`` the SED tagger's section (as a tagger's ``model:``, type ``sed``), ``sed_checkpoint`` (a
+stage-2 SED checkpoint the separator's SED starts from, strict) and ``audiosep_checkpoint``
+(``audiosep_base_4M_steps.ckpt``: the U-Net and FiLM start from AudioSep).
+
 Tagger::
 
     model:
       type: m2d_2025          # m2d_2025 (18-way multi-label) | m2d_2026 (3 x 19 slots, channel 0)
                               # | m2d_2026_4c (3 x 19 slots, the 4 channels)
+                              # | sed (CP-JKU SED tagger: strong + attention heads, 16 kHz)
+      pretrained_sed: ""      # sed: a PretrainedSED M2D file (M2D_strong_1.pt; heads stay new)
       m2d: {embed_dim: 768, depth: 12, ...}   # any M2DConfig field
       pretrained_m2d: ""      # an M2D release .pth (encoder weights, strict)
       init_checkpoint: ""     # a DCASE m2dat*.ckpt (strict)
@@ -27,13 +36,18 @@ import yaml
 from s5lib import constants
 from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
                                      load_checkpoint_file, load_strict, strip_prefix)
-from s5lib.models.m2d import M2DConfig, load_m2d_pth
-from s5lib.models.resunet import ResUNet30, ResUNetConfig, load_resunet_checkpoint
-from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
+from s5lib.models.audiosep_sed import AudioSepSED, GuidanceConfig, audiosep_sed_resunet_config
+from s5lib.models.m2d import M2DConfig, load_m2d_pth, load_pretrained_sed
+from s5lib.models.resunet import (ResUNet30, ResUNetConfig, init_from_audiosep,
+                                  load_resunet_checkpoint)
+from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial, SEDTagger,
                                  load_tagger_checkpoint, set_trainable)
 
-SEPARATOR_TYPES = ("resunet", "resunetk")
-TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c")
+SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed")
+TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed")
+# model-file keys that name weights to start from: the weights of the file being loaded replace them
+START_WEIGHT_KEYS = ("init_checkpoint", "pretrained_m2d", "pretrained_sed", "sed_checkpoint",
+                     "audiosep_checkpoint")
 
 
 def build_separator(model_cfg):
@@ -45,6 +59,8 @@ def build_separator(model_cfg):
         raise ValueError(f"model.type must be one of {SEPARATOR_TYPES}, got {kind!r}")
     if "channels" in cfg:
         cfg["channels"] = tuple(cfg["channels"])
+    if kind == "audiosep_sed":
+        return _build_audiosep_sed(cfg, init)
     if kind == "resunet":
         config = ResUNetConfig.dcase2025_resunet(**cfg)
     else:
@@ -56,15 +72,60 @@ def build_separator(model_cfg):
     return model
 
 
+def _build_audiosep_sed(cfg, init):
+    guidance_keys = set(GuidanceConfig.__dataclass_fields__)
+    guidance = GuidanceConfig.from_dict({k: cfg.pop(k) for k in list(cfg) if k in guidance_keys})
+    sed_cfg = cfg.pop("sed", None)
+    sed_checkpoint = cfg.pop("sed_checkpoint", "") or ""
+    audiosep = cfg.pop("audiosep_checkpoint", "") or ""
+    sed = None
+    if guidance.uses_sed:
+        if not isinstance(sed_cfg, dict):
+            raise ValueError("model.sed: the SED tagger's section (type: sed, m2d: ...) is needed by "
+                             "time_film / embedding_injection")
+        sed = build_tagger(dict(sed_cfg, type="sed", trainable="all"))
+        if sed_checkpoint:
+            load_tagger_checkpoint(sed, sed_checkpoint)
+    elif sed_checkpoint:
+        raise ValueError("model.sed_checkpoint is given but no guidance term uses the SED")
+    model = AudioSepSED(audiosep_sed_resunet_config(guidance.refine_iterations, **cfg), guidance, sed)
+    if audiosep:
+        model.audiosep_report = init_from_audiosep(model, audiosep)
+    if init:
+        load_strict(model, _separator_weights(init), source=init)
+    model.kind = "audiosep_sed"
+    return model
+
+
+def _separator_weights(path):
+    """Prefix-free separator weights of a checkpoint file (Lightning, trainer or state_dict)."""
+    weights = extract_state_dict(load_checkpoint_file(path), prefixes=(), source=path)
+    prefix = detect_prefix(weights, SEPARATOR_ANCHOR)
+    if prefix is None:
+        raise CheckpointError(path, f"no key ends with {SEPARATOR_ANCHOR!r}: not a separator")
+    return strip_prefix(weights, prefix, drop_others=False) if prefix else weights
+
+
 def build_tagger(model_cfg):
     """M2D tagger from a config dict; returns the module (``.kind`` is the type name)."""
     cfg = copy.deepcopy(dict(model_cfg))
     kind = cfg.pop("type", "m2d_2025")
-    m2d = M2DConfig.from_dict(cfg.pop("m2d", {}) or {})
+    m2d_values = cfg.pop("m2d", {}) or {}
+    if kind == "sed":  # the SED's front end is the 16 kHz one unless the section says otherwise
+        m2d = M2DConfig.from_dict(dict(M2DConfig.m2d_16k().__dict__, **m2d_values))
+    else:
+        m2d = M2DConfig.from_dict(m2d_values)
     pretrained = cfg.pop("pretrained_m2d", "") or ""
     init = cfg.pop("init_checkpoint", "") or ""
+    pretrained_sed = cfg.pop("pretrained_sed", "") or ""
     trainable = cfg.pop("trainable", "all")
-    if kind == "m2d_2025":
+    if pretrained_sed and kind != "sed":
+        raise ValueError(f"model.pretrained_sed is for type sed, not {kind!r}")
+    if kind == "sed":
+        model = SEDTagger(m2d, n_classes=constants.N_CLASSES, **cfg)
+        if pretrained_sed:
+            load_pretrained_sed(model, pretrained_sed)
+    elif kind == "m2d_2025":
         model = M2DTagger2025(m2d, n_classes=constants.N_CLASSES, **cfg)
     elif kind == "m2d_2026":
         model = M2DTagger2026(m2d, **cfg)
@@ -86,6 +147,7 @@ def build_tagger(model_cfg):
 # ----------------------------------------------------------------------------------------------
 TAGGER_ANCHORS = ("m2d.backbone.cls_token", "backbone.cls_token")  # the 4-channel layout first
 SEPARATOR_ANCHOR = "base.stft.conv_real.weight"
+SED_TAGGER_ANCHOR = "model.m2d.backbone.cls_token"
 FULL_SIZE_EMBED_DIM = 768  # ViT-Base: the only M2D size whose head count the weights imply
 
 
@@ -101,7 +163,10 @@ def _count_blocks(weights, prefix):
 
 
 def tagger_kind_from_weights(weights, source):
-    """``m2d_2025``, ``m2d_2026`` or ``m2d_2026_4c`` from the key layout of (prefix-free) weights."""
+    """``m2d_2025``, ``m2d_2026``, ``m2d_2026_4c`` or ``sed`` from the key layout of (prefix-free)
+    weights."""
+    if "strong_head.weight" in weights:
+        return "sed"
     if "m2d.backbone.cls_token" in weights:
         return "m2d_2026_4c"
     if any(key.startswith("head.tracks.") for key in weights):
@@ -122,7 +187,7 @@ def tagger_config_from_weights(weights, source):
     width needs a config file.
     """
     kind = tagger_kind_from_weights(weights, source)
-    backbone = "m2d.backbone." if kind == "m2d_2026_4c" else "backbone."
+    backbone = {"m2d_2026_4c": "m2d.backbone.", "sed": "model.m2d.backbone."}.get(kind, "backbone.")
     embed_dim = int(weights[backbone + "cls_token"].shape[-1])
     depth = _count_blocks(weights, backbone + "blocks.")
     if embed_dim != FULL_SIZE_EMBED_DIM:
@@ -134,6 +199,12 @@ def tagger_config_from_weights(weights, source):
     if kind == "m2d_2025" and tuple(weights["head.weight"].shape)[0] != constants.N_CLASSES:
         raise CheckpointError(source, f"a 2025 head with {weights['head.weight'].shape[0]} classes, "
                                       f"expected {constants.N_CLASSES}")
+    if kind == "sed":
+        n_classes = int(weights["strong_head.weight"].shape[0])
+        if n_classes != constants.N_CLASSES:
+            raise CheckpointError(source, f"an SED head with {n_classes} classes, expected "
+                                          f"{constants.N_CLASSES}")
+        return {"type": kind, "m2d": m2d, "use_head_norm": "head_norm.running_mean" in weights}
     return {"type": kind, "m2d": m2d}
 
 
@@ -145,6 +216,13 @@ def separator_config_from_weights(weights, source):
     mask maps per (slot, channel). The hop length is not in the weights: the DCASE baseline's 160
     is assumed (give a config file for anything else).
     """
+    cpjku = sorted({key.split(".", 1)[0] for key in weights} & {"sed", "time_film", "injection",
+                                                                  "dprnn", "feedback_bn"})
+    if cpjku:
+        raise CheckpointError(source, f"an AudioSep-SED separator (keys {', '.join(cpjku)}.*): its "
+                                      "SED and switches cannot all be read from the weights; give "
+                                      "its config file (infer: --separator_config; run.sh: "
+                                      "--separator_checkpoint_config)")
     if "label_embedding.0.weight" not in weights:
         raise CheckpointError(source, "no 'label_embedding.0.weight': not a label-queried ResUNet30 "
                                       "(an AudioSep file initialises a separator through its config)")
@@ -228,6 +306,8 @@ def load_model_file(path, role, model_cfg=None):
     checkpoint = load_checkpoint_file(path)
     weights = extract_state_dict(checkpoint, prefixes=(), source=path)
     anchors = TAGGER_ANCHORS if role == "tagger" else (SEPARATOR_ANCHOR,)
+    if role == "tagger" and any(key.endswith("strong_head.weight") for key in weights):
+        anchors = (SED_TAGGER_ANCHOR,)  # the SED tagger nests its encoder as model.m2d.
     prefix = None
     for anchor in anchors:
         prefix = detect_prefix(weights, anchor)
@@ -249,8 +329,10 @@ def load_model_file(path, role, model_cfg=None):
         except KeyError as err:
             raise CheckpointError(path, f"key {err} is missing: not a {role} layout this toolkit "
                                         "knows") from None
-    for key in ("init_checkpoint", "pretrained_m2d"):  # the file's weights replace them
+    for key in START_WEIGHT_KEYS:  # the file's weights replace them
         cfg.pop(key, None)
+    if isinstance(cfg.get("sed"), dict):
+        cfg["sed"] = {k: v for k, v in cfg["sed"].items() if k not in START_WEIGHT_KEYS}
     if role == "tagger":
         cfg["type"] = cfg.get("type") or tagger_kind_from_weights(weights, path)
         model = build_tagger(cfg)

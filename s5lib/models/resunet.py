@@ -100,6 +100,9 @@ class ResUNetConfig:
     # Switches for short (CPU) trainings; the defaults are upstream's (same state_dict layout).
     mask_init: Optional[float] = None  # g in (0, 1): start as "g x mixture, mixture phase"
     class_freq_bias: bool = False      # label-conditioned per-(map, bin) bias of the mask maps
+    # U-Net input channels given besides the mixture features (CP-JKU's refinement feedback);
+    # their pre_conv kernel starts at zero, so a fresh model ignores them
+    extra_input_channels: int = 0
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -279,7 +282,7 @@ class ResUNet30Base(nn.Module):
         self.istft = ISTFT(**stft_args)
         self.bn0 = nn.BatchNorm2d(cfg.n_fft // 2 + 1, momentum=cfg.momentum)
         feature_channels = cfg.input_channels * (1 if cfg.input_features == "magnitude" else 2)
-        self.pre_conv = nn.Conv2d(feature_channels, widths[0], 1)
+        self.pre_conv = nn.Conv2d(feature_channels + cfg.extra_input_channels, widths[0], 1)
         encoder_inputs = (widths[0],) + widths[:-1]
         for name, cin, cout, pool in zip(ENCODER_NAMES, encoder_inputs, widths, ENCODER_POOLS):
             self.add_module(name, EncoderBlock(cin, cout, pool, cfg.momentum))
@@ -294,6 +297,9 @@ class ResUNet30Base(nn.Module):
         self.out_conv = nn.Conv2d(cfg.input_channels, cfg.output_channels, 1) if cfg.channel_mix else None
         for layer in (self.pre_conv, self.after_conv):
             _xavier(layer)
+        if cfg.extra_input_channels:
+            with torch.no_grad():
+                self.pre_conv.weight[:, feature_channels:] = 0.0
         if cfg.mask_init is not None:
             self.init_identity_masks(cfg.mask_init)
         if self.out_conv is not None:
@@ -342,11 +348,18 @@ class ResUNet30Base(nn.Module):
             features = torch.cat((spec.real, spec.imag), dim=1)
         return spec, features
 
-    def unet(self, features, film, extra_film=None):
-        """U-Net from input features (B, C', T, F) to mask maps (B, S*C*K, T, F)."""
+    def unet(self, features, film, extra_film=None, extra_channels=None, bottleneck_fn=None):
+        """U-Net from input features (B, C', T, F) to mask maps (B, S*C*K, T, F).
+
+        ``extra_channels``: (B, extra_input_channels, T, F), already normalised, concatenated
+        after ``bn0``; ``bottleneck_fn``: a function (B, C, T', F') -> (B, C, T', F') applied to
+        the bottleneck block's output before the decoder (CP-JKU's injection and DPRNN).
+        """
         extra_film = extra_film or {}
         num_frames = features.shape[2]
         x = self.bn0(features.transpose(1, 3)).transpose(1, 3)
+        if extra_channels is not None:
+            x = torch.cat((x, extra_channels.to(x.dtype)), dim=1)
         pad_frames = (-num_frames) % TIME_DOWNSAMPLE
         x = F.pad(x, (0, 0, 0, pad_frames))[..., :-1]   # pad time, drop the Nyquist bin
         if self.config.channels_last:
@@ -358,6 +371,8 @@ class ResUNet30Base(nn.Module):
             skips.append(before_pool)
         x, _ = getattr(self, BOTTLENECK_NAME)(x, _sub(film, BOTTLENECK_NAME),
                                               _sub(extra_film, BOTTLENECK_NAME))
+        if bottleneck_fn is not None:
+            x = bottleneck_fn(x)
         for name, skip in zip(DECODER_NAMES, reversed(skips)):
             x = getattr(self, name)(x, skip, _sub(film, name), _sub(extra_film, name))
         x = self.after_conv(x)
@@ -571,7 +586,8 @@ def init_from_audiosep(model, path):
     Keeps ``ss_model.base.*`` and ``ss_model.film.*`` (prefix ``ss_model.`` stripped) and copies
     every tensor whose shape matches. Two tensors are adapted when the model has other channel
     counts: ``base.pre_conv.weight`` [W, 1, 1, 1] is tiled over the model's input feature channels
-    and divided by their number; ``base.after_conv.weight``/``bias`` (3 mask maps) are repeated for
+    and divided by their number (``extra_input_channels``, e.g. the refinement feedback, get a zero
+    kernel); ``base.after_conv.weight``/``bias`` (3 mask maps) are repeated for
     every (slot, channel). Any other shape mismatch, or a checkpoint key the model lacks, raises
     :class:`CheckpointError`. Keys the checkpoint does not have (``label_embedding``, ``out_conv``,
     later additions) keep their initial values.
@@ -600,7 +616,12 @@ def init_from_audiosep(model, path):
         if tuple(value.shape) == wanted:
             adapted_values[key] = value
         elif key == "base.pre_conv.weight" and value.shape[1] == 1 and value.shape[0] == wanted[0]:
-            adapted_values[key] = value.repeat(1, wanted[1], 1, 1) / wanted[1]
+            # the mixture features share the kernel; extra (feedback) channels start at zero
+            extra = int(getattr(model.config, "extra_input_channels", 0) or 0)
+            shared = wanted[1] - extra
+            adapted_values[key] = torch.cat(
+                (value.repeat(1, shared, 1, 1) / shared,
+                 value.new_zeros(wanted[0], extra, *value.shape[2:])), dim=1)
         elif (key in ("base.after_conv.weight", "base.after_conv.bias")
               and wanted[0] % value.shape[0] == 0 and tuple(value.shape[1:]) == wanted[1:]):
             repeats = (wanted[0] // value.shape[0],) + (1,) * (value.dim() - 1)

@@ -284,9 +284,9 @@ class SEDTagger(nn.Module):
     when shorter, adaptive average pooling when longer), ``head_norm`` BN per frame, then
 
     * strong head: p_t = sigmoid(W_s e_t + b_s), per frame and class;
-    * attention head: alpha = softmax over TIME of (W_w e_t + b_w), per class (the paper);
-      ``attention_over="classes"`` reproduces the public code (softmax over classes, then
-      weights normalised over time);
+    * attention head, ``attention_over="classes"`` (default: the public code, which produced the
+      reported numbers): softmax of (W_w e_t + b_w) over the CLASSES per frame, clamped at 1e-7,
+      then normalised over time per class; ``"time"``: softmax over TIME per class (the paper);
     * clip score = sum_t alpha_t p_t (a convex combination of the frame probabilities).
 
     Keys: ``model.m2d.*``, ``head_norm.*``, ``strong_head.*``, ``weak_head.*``.
@@ -297,7 +297,7 @@ class SEDTagger(nn.Module):
     """
 
     def __init__(self, cfg=None, n_classes=len(CLASSES), ref_channel=0, input_sample_rate=32000,
-                 seq_len=250, attention_over="time", use_head_norm=True):
+                 seq_len=250, attention_over="classes", use_head_norm=True):
         super().__init__()
         if attention_over not in ("time", "classes"):
             raise ValueError(f"SEDTagger: attention_over must be 'time' or 'classes', got "

@@ -6,7 +6,9 @@ The trainer knows nothing about models or data sets: a recipe gives it
 * ``train_dataset``: a map-style dataset indexed by sample number (``set_epoch(epoch)`` is called
   when it exists, so on-the-fly mixtures change every epoch);
 * ``loss_step(model, batch) -> (loss, logs)``: computes the scalar training loss of one batch
-  (already on the device, under autocast when enabled) and a dict of extra scalars to log. Call
+  (already on the device, under autocast when enabled) and a dict of extra scalars to log. A
+  loss step with a ``set_step(update)`` method is told the update number before each batch (the
+  same on every rank, and again after a resume: e.g. the refinement depth of an update). Call
   ``model(...)`` (its forward) rather than sub-modules: under DDP ``model`` is the wrapper and
   gradients are synchronised through its forward;
 * ``valid_fn(model) -> dict``: the validation metrics, run on rank 0 with the plain model in eval
@@ -739,6 +741,9 @@ class Trainer:
             autocast = torch.autocast("cuda", dtype=self.autocast_dtype)
         else:
             autocast = nullcontext()
+        set_step = getattr(self.loss_step, "set_step", None)
+        if set_step is not None:  # a loss step whose choices depend on the update (same on all ranks)
+            set_step(self.step)
         with autocast:
             loss, logs = self.loss_step(self.train_model, batch)
         if not torch.is_tensor(loss) or loss.dim() != 0:

@@ -1,0 +1,47 @@
+"""Iterative refinement at inference (CP-JKU, SPEC §7.2): run a refining separator for K steps and
+keep the estimate of every step, so one pass gives the score after each step 1..K (the report's
+Fig. 2).
+
+The separator must take ``n_iter`` and ``return_steps`` (:class:`~s5lib.models.audiosep_sed.AudioSepSED`
+built with ``refine_iterations`` > 1); one query per batch row, as the single-query ResUNet.
+"""
+import torch
+
+from s5lib import constants
+
+PROCEDURES = ("single", "iterative")
+
+
+def check_procedure(separator, procedure, steps):
+    """The number of steps to run (1 for ``single``); a clear error when the separator cannot refine."""
+    if procedure not in PROCEDURES:
+        raise ValueError(f"procedure must be one of {PROCEDURES}, got {procedure!r}")
+    if procedure == "single":
+        return 1
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"refine_steps must be >= 1, got {steps}")
+    if getattr(separator, "feedback_bn", None) is None:
+        raise ValueError(f"procedure 'iterative' needs a separator trained with refinement "
+                         f"(model.refine_iterations > 1); this one is a {getattr(separator, 'kind', '?')} "
+                         "without a feedback input")
+    return steps
+
+
+@torch.no_grad()
+def separate_batch_steps(model, mixture, label_lists, steps, max_rows=16):
+    """Every step's estimates: a list of ``steps`` entries, each a list (per mixture) of
+    (label, (N,) tensor), the same layout as :func:`s5lib.infer.separate.separate_batch`."""
+    out = [[[] for _ in label_lists] for _ in range(steps)]
+    rows = [(b, label) for b, labels in enumerate(label_lists) for label in labels]
+    for start in range(0, len(rows), max_rows):
+        chunk = rows[start:start + max_rows]
+        mix = mixture[[b for b, _ in chunk]]
+        query = torch.zeros(len(chunk), constants.N_CLASSES, device=mixture.device)
+        for r, (_, label) in enumerate(chunk):
+            query[r, constants.CLASS_INDEX[label]] = 1.0
+        estimates = model(mix, query, n_iter=steps, return_steps=True)
+        for k, est in enumerate(estimates):
+            for r, (b, label) in enumerate(chunk):
+                out[k][b].append((label, est[r, 0].float()))
+    return out

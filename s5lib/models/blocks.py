@@ -1,0 +1,128 @@
+"""Building blocks shared by the separators: the FiLM condition MLP, embedding injection and DPRNN.
+
+* :class:`ConditionMLP` — ``Linear -> LayerNorm -> ReLU`` twice: the label query network of the
+  baseline separators and, applied per frame to a (B, T, 1) activity curve, CP-JKU's Time-FiLM
+  encoder (SPEC §7.2). Its output goes through a separator's FiLM layers.
+* :class:`EmbeddingInjection` — CP-JKU's injection of a tagger's hidden states into a U-Net
+  bottleneck: a softmax-weighted sum over the hidden layers, BatchNorm + LeakyReLU, bilinear resize
+  to the bottleneck grid, a 1x1 projection, then both sides standardised per sample and channel and
+  merged as ``a * x + b * f`` (learnable scalars, start 1).
+* :class:`DualPathRNN` — dual-path recurrent blocks over a (B, C, T, F) map: in each block a path
+  along time (every frequency row is a sequence) then a path along frequency (every frame is a
+  sequence); each path is a multi-layer bidirectional GRU, a linear map back to C, GroupNorm(1, C)
+  and a residual connection. After the blocks: PReLU and a 1x1 convolution.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LEAKY_SLOPE = 0.01
+STANDARDISE_EPS = 1e-6
+GROUP_NORM_EPS = 1e-8   # the DPRNN paths' GroupNorm (CP-JKU's FaSNet-style DPRNN)
+
+
+class ConditionMLP(nn.Sequential):
+    """``Linear(in, width) -> LN -> ReLU -> Linear(width, width) -> LN -> ReLU`` (keys ``0`` .. ``5``);
+    works on (B, in) vectors and on (B, T, in) sequences alike."""
+
+    def __init__(self, in_features, width):
+        super().__init__(nn.Linear(in_features, width), nn.LayerNorm(width), nn.ReLU(),
+                         nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU())
+
+
+def standardise(x):
+    """Per sample and channel over the last two axes: ``(x - mean) / (unbiased std + 1e-6)``."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.flatten(-2).std(dim=-1, unbiased=True)[..., None, None]
+    return (x - mean) / (std + STANDARDISE_EPS)
+
+
+class EmbeddingInjection(nn.Module):
+    """Hidden states of a tagger -> features merged into a bottleneck (B, C, T, F).
+
+    Args:
+        n_layers: how many hidden states are mixed (13 for a 12-block ViT: patch embedding + blocks).
+        embed_dim: their width (768); out_channels: the bottleneck's width (384).
+    Keys: ``layer_weights`` (n_layers,), ``norm`` (BatchNorm2d(embed_dim)), ``proj`` (1x1 conv with
+    bias), ``scale_bottleneck`` and ``scale_injected`` (scalars).
+    """
+
+    def __init__(self, n_layers, embed_dim, out_channels, momentum=0.01):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(n_layers))  # equal weights after softmax
+        self.norm = nn.BatchNorm2d(embed_dim, momentum=momentum)
+        self.proj = nn.Conv2d(embed_dim, out_channels, 1)
+        self.scale_bottleneck = nn.Parameter(torch.ones(()))
+        self.scale_injected = nn.Parameter(torch.ones(()))
+
+    def mix(self, hidden):
+        """``hidden``: a list of n_layers tensors (B, T', F', D) -> their softmax-weighted sum."""
+        if len(hidden) != self.layer_weights.numel():
+            raise ValueError(f"EmbeddingInjection: expected {self.layer_weights.numel()} hidden "
+                             f"states, got {len(hidden)}")
+        weights = torch.softmax(self.layer_weights, dim=0)
+        return sum(w * h for w, h in zip(weights, hidden))
+
+    def features(self, mixed, size):
+        """A weighted sum (B, T', F', D) from :meth:`mix` -> (B, out_channels, *size)."""
+        x = mixed.permute(0, 3, 1, 2)                                 # (B, D, T', F')
+        x = F.leaky_relu(self.norm(x), LEAKY_SLOPE)
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        return self.proj(x)
+
+    def merge(self, bottleneck, features):
+        """``a * std(bottleneck) + b * std(features)``: the new bottleneck (same shape)."""
+        return (self.scale_bottleneck * standardise(bottleneck)
+                + self.scale_injected * standardise(features.to(bottleneck.dtype)))
+
+
+class _DualPathLeg(nn.Module):
+    """BiGRU along one axis, Linear back to the width, GroupNorm(1, C), residual."""
+
+    def __init__(self, channels, hidden, num_layers, dropout):
+        super().__init__()
+        self.rnn = nn.GRU(channels, hidden, num_layers=num_layers, batch_first=True,
+                          bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.linear = nn.Linear(2 * hidden, channels)
+        self.norm = nn.GroupNorm(1, channels, eps=GROUP_NORM_EPS)
+
+    def forward(self, x, along):
+        """x (B, C, T, F); ``along`` 'time' or 'freq'."""
+        batch, channels, frames, bins = x.shape
+        if along == "time":
+            seq = x.permute(0, 3, 2, 1).reshape(batch * bins, frames, channels)
+        else:
+            seq = x.permute(0, 2, 3, 1).reshape(batch * frames, bins, channels)
+        out = self.linear(self.rnn(seq.contiguous())[0])
+        if along == "time":
+            out = out.reshape(batch, bins, frames, channels).permute(0, 3, 2, 1)
+        else:
+            out = out.reshape(batch, frames, bins, channels).permute(0, 3, 1, 2)
+        return x + self.norm(out.contiguous())
+
+
+class DualPathBlock(nn.Module):
+    def __init__(self, channels, hidden, num_layers, dropout):
+        super().__init__()
+        self.time_path = _DualPathLeg(channels, hidden, num_layers, dropout)
+        self.freq_path = _DualPathLeg(channels, hidden, num_layers, dropout)
+
+    def forward(self, x):
+        return self.freq_path(self.time_path(x, "time"), "freq")
+
+
+class DualPathRNN(nn.Module):
+    """``num_blocks`` dual-path blocks, then PReLU and a 1x1 conv (keys ``blocks.i.{time,freq}_path.
+    {rnn,linear,norm}``, ``prelu``, ``output``). (B, C, T, F) -> (B, C, T, F)."""
+
+    def __init__(self, channels, hidden=256, num_blocks=2, num_layers=2, dropout=0.1):
+        super().__init__()
+        self.blocks = nn.ModuleList(DualPathBlock(channels, hidden, num_layers, dropout)
+                                    for _ in range(num_blocks))
+        self.prelu = nn.PReLU()
+        self.output = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.output(self.prelu(x))
