@@ -49,6 +49,8 @@ separator_checkpoint_config=""  # same for separator_checkpoint
 trust_checkpoint=false # allow a full unpickle of checkpoint files that weights-only loading refuses
 class_eq_mixtures=300  # stage 5: training mixtures the class-EQ anchor is fitted on
 test_dir=""            # stages 4-5: a folder of soundscapes other than the data dir's test set (e.g. eval)
+baseline_tagger=""     # stage 4: a second tagger whose labels are decoded too (label mode
+                       # baseline_tagger): a stage-2 dir (../baseline/exp/tagger) or a model file (m2dat.ckpt)
 
 help_message="Usage: ./run.sh [options]   (the recipe's run.sh passes them on to stages.sh)
 Runs the stages of this recipe (see the top of stages.sh for what each one does).
@@ -83,6 +85,8 @@ Options (default):
   --class_eq_mixtures N  stage 5: training mixtures of the class-EQ anchor ($class_eq_mixtures)
   --test_dir DIR         stages 4-5: soundscapes to process instead of the data dir's test set;
                          without oracle_target/ (an evaluation set) scoring is skipped ('$test_dir')
+  --baseline_tagger PATH stage 4: also decode with this tagger (label mode baseline_tagger): a
+                         stage-2 dir or a model file such as m2dat.ckpt; skipped when missing ('$baseline_tagger')
   --config FILE          shell file of name=value lines, read before the other options"
 
 if [ ! -f ./path.sh ] || [ ! -f ./cmd.sh ] || [ ! -d ./utils ]; then
@@ -184,6 +188,14 @@ settings_3="$settings_2 $(config_fingerprint "$separator_config")"
 settings_4="$settings_3 $(config_fingerprint "$infer_config") test_dir=$test_dir trust_checkpoint=$trust_checkpoint"
 settings_4+=" $(file_identity "$tagger_checkpoint" "$separator_checkpoint") $(config_fingerprint \
   "$tagger_checkpoint_config" "$separator_checkpoint_config")"
+if [ -n "$baseline_tagger" ]; then
+  settings_4+=" baseline_tagger=$baseline_tagger"
+  if [ -d "$baseline_tagger" ]; then
+    settings_4+=" $(file_identity_if_present "$baseline_tagger/checkpoint_best.pt")"
+  else
+    settings_4+=" $(file_identity_if_present "$baseline_tagger")"
+  fi
+fi
 settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
 
 is_done() {  # is_done MARKER SETTINGS: true when the stage finished with these settings
@@ -208,7 +220,7 @@ resolved_options() {  # the options of this run, to replay a stage through stage
   for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag budget cmd_backend \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir class_eq_mixtures; do
+      trust_checkpoint test_dir class_eq_mixtures baseline_tagger; do
     printf '%s\n%s\n' "--$name" "${!name}"
   done
 }
@@ -237,7 +249,7 @@ run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
     export year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag force python \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir class_eq_mixtures prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
+      trust_checkpoint test_dir class_eq_mixtures baseline_tagger prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
     bash "$script"
   ) 2>&1 | tee "$dir/logs/stage$n.log"; then
     die "Stage $n failed; see $dir/logs/stage$n.log"

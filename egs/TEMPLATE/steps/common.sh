@@ -12,8 +12,9 @@ device_name() {  # the device of the Python steps: cpu unless GPUs were asked fo
   if [ "${ngpu:-0}" -gt 0 ]; then echo cuda; else echo cpu; fi
 }
 
-run_training() {  # run_training MODULE CONFIG: train on ngpu GPUs x num_nodes (CPU when 0)
-  local module=$1 config=$2
+run_training() {  # run_training MODULE CONFIG [--key value ...]: train on ngpu GPUs x num_nodes
+  local module=$1 config=$2   # (CPU when 0); further arguments are config overrides
+  shift 2
   require_file "$config"
   # an interrupted run resumes from its last checkpoint; --force true trains from scratch
   # (the checkpoints are then overwritten as training goes)
@@ -25,7 +26,7 @@ run_training() {  # run_training MODULE CONFIG: train on ngpu GPUs x num_nodes (
     utils/launch_python.sh --ngpu "$ngpu" --num_nodes "$num_nodes" --python "$python" -- \
     "$module" --config "$config" --data "$data_dir" --exp_dir "$stage_dir" --year "$year" \
     --train.seed "$seed" --train.device "$(device_name)" --train.progress false \
-    --train.resume "$resume" --trust_checkpoint "${trust_checkpoint:-false}" \
+    --train.resume "$resume" --trust_checkpoint "${trust_checkpoint:-false}" "$@" \
     || { tail -n 30 "$log_file" >&2; exit 1; }
   grep -E "validation after|training finished" "$log_file" | tail -n 4 || true
 }

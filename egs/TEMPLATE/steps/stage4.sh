@@ -22,6 +22,16 @@ else
   args+=(--separator_exp "$separator_exp")
 fi
 [ -n "${test_dir:-}" ] && args+=(--test_dir "$test_dir")
+if [ -n "${baseline_tagger:-}" ]; then  # a second tagger's labels (label mode baseline_tagger)
+  if [ -f "$baseline_tagger/checkpoint_best.pt" ]; then
+    args+=(--baseline_tagger_exp "$baseline_tagger")
+  elif [ -f "$baseline_tagger" ]; then
+    args+=(--baseline_tagger_checkpoint "$baseline_tagger")
+  else
+    echo "note: --baseline_tagger $baseline_tagger is neither a trained stage-2 dir nor a model file;"
+    echo "      label mode baseline_tagger skipped (train egs/baseline stages 1-2, or give m2dat.ckpt)"
+  fi
+fi
 echo "inference: log in $log_file"
 $decode_cmd --gpu "$ngpu" "$log_file" "$python" -m s5lib.bin.infer "${args[@]}" \
   || { tail -n 20 "$log_file" >&2; exit 1; }
