@@ -274,7 +274,7 @@ def environment_info(repo_dir="."):
 
 
 ANCHOR_ORDER = ("mixture", "silence", "class_eq", "oracle")  # floor to ceiling
-LABEL_MODE_ORDER = ("estimated", "oracle")
+LABEL_MODE_ORDER = ("estimated", "baseline_tagger", "oracle")
 
 
 def _row_order(summary):
@@ -284,8 +284,9 @@ def _row_order(summary):
         rank = ANCHOR_ORDER.index(anchor) if anchor in ANCHOR_ORDER else len(ANCHOR_ORDER)
         return (1, rank, str(anchor))
     mode = summary.get("label_mode") or "estimated"
-    rank = LABEL_MODE_ORDER.index(mode) if mode in LABEL_MODE_ORDER else len(LABEL_MODE_ORDER)
-    return (0, rank, mode)
+    source, step = split_step_mode(mode)  # refinement steps of one source together, in order
+    rank = LABEL_MODE_ORDER.index(source) if source in LABEL_MODE_ORDER else len(LABEL_MODE_ORDER)
+    return (0, rank, source, step if step is not None else 10 ** 6, mode)
 
 
 SEED_TOKEN = re.compile(r"_seed\d+(?=[_/]|$)|(?<![^/])seed\d+_")
@@ -335,6 +336,79 @@ def seed_spread_lines(groups):
                  "Mean ± sample standard deviation over the runs that differ only in their seed "
                  "(the anchors do not depend on it).", ""] + lines
     return lines
+
+
+STEP_SUFFIX = re.compile(r"^(?P<source>.+)_step(?P<step>\d+)$")
+
+
+def split_step_mode(mode):
+    """``oracle_step2`` -> (``oracle``, 2); ``oracle`` -> (``oracle``, None)."""
+    found = STEP_SUFFIX.match(mode or "")
+    if found:
+        return found.group("source"), int(found.group("step"))
+    return mode or "estimated", None
+
+
+def seed_table(summaries, metric=None):
+    """One comparison table over experiments x label sources, each cell the mean ± sample std
+    (and the number of seeds) of ``metric`` (default: each summary's main measure) over the runs
+    whose tags differ only in a seed token. Rows: (recipe, experiment without seed, refinement
+    step); iterative decodes (``<source>_step<k>`` label modes, the last step without suffix) give
+    one row per step. Anchors get one row each (their scores do not depend on the seed).
+    Returns the markdown text."""
+    cells = OrderedDict()   # (recipe, experiment, step) -> {source: [values]}
+    sources = []
+    steps_seen = {}
+    for summary in summaries:
+        key_metric = metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
+        value = summary["metrics"].get(key_metric)
+        if value is None:
+            continue
+        recipe = summary.get("recipe") or ""
+        experiment = seed_group_name(summary.get("tag") or "")
+        if summary.get("anchor"):  # the anchors of one recipe depend on the rule set only
+            source, step = f"anchor: {summary['anchor']}", None
+            experiment = f"{summary.get('year')} rules"
+        else:
+            source, step = split_step_mode(summary.get("label_mode"))
+        if step is not None:
+            group = (recipe, experiment)
+            steps_seen[group] = max(steps_seen.get(group, 0), step)
+        cells.setdefault((recipe, experiment, step), OrderedDict()).setdefault(source, []).append(value)
+        if source not in sources:
+            sources.append(source)
+    # the decode without a step suffix is the last step of an iterative run
+    final = OrderedDict()
+    for (recipe, experiment, step), row in cells.items():
+        if step is None and (recipe, experiment) in steps_seen:
+            step = steps_seen[(recipe, experiment)] + 1
+        final.setdefault((recipe, experiment, step), OrderedDict()).update(row)
+    order = ["baseline_tagger", "estimated", "oracle"]
+    sources.sort(key=lambda s: (s.startswith("anchor:"), order.index(s) if s in order else len(order), s))
+    label_sources = [s for s in sources if not s.startswith("anchor:")]
+    anchors = [s for s in sources if s.startswith("anchor:")]
+    header = ["Recipe", "Experiment", "Steps"] + label_sources
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * len(label_sources)]
+
+    def fmt(values):
+        if not values:
+            return ""
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.2f} ± {std:.2f} ({len(values)})"
+
+    rows = sorted(final.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or 0))
+    for (recipe, experiment, step), row in rows:
+        if not any(s in row for s in label_sources):
+            continue
+        lines.append("| " + " | ".join([recipe, experiment, "" if step is None else str(step)]
+                                       + [fmt(row.get(s, [])) for s in label_sources]) + " |")
+    for (recipe, experiment, _), row in rows:
+        for name in anchors:
+            if name in row:
+                value = f"{row[name][0]:.2f}"
+                lines.append("| " + " | ".join([recipe, f"{name} ({experiment})", ""]
+                                               + [value] * len(label_sources)) + " |")
+    return "\n".join(lines)
 
 
 def write_results_md(recipe_dir, experiments, path, title=None):

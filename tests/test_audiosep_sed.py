@@ -317,3 +317,35 @@ def test_sed_tagger_from_factory_matches_the_reference_layout():
     reference, _ = read_reference_tsv(os.path.join(REFERENCE_DIR, "cpjku_m2d_sed_wrapper.tsv"))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert ours == {k: tuple(shape) for k, (shape, _) in reference.items()}
+
+
+def test_inference_cache_reuses_shared_labels_and_gives_the_same_estimates():
+    from s5lib.bin.infer import EstimateCache, separate_cached, separate_rows
+    model = tiny(refine_iterations=2).eval()
+    calls = []
+    real = model.forward
+
+    def counting(mixture, condition, **kwargs):
+        calls.append(condition.shape[0])
+        return real(mixture, condition, **kwargs)
+
+    model.forward = counting
+    mixture, _ = batch(2)
+    cfg = {"procedure": "iterative"}
+    oracle = [["BicycleBell", "Speech"], ["Doorbell"]]
+    tagged = [["Speech"], ["Doorbell", "Buzzer"]]
+    cache = EstimateCache(64)
+    with torch.no_grad():
+        first = separate_cached(model, mixture, [0, 1], oracle, cfg, 2, cache)
+        second = separate_cached(model, mixture, [0, 1], tagged, cfg, 2, cache)
+        direct = separate_rows(model, mixture, tagged, cfg, 2)
+    assert calls[:2] == [3, 1]  # only Buzzer of the second list was new (then the direct call)
+    for k in range(2):
+        for b in range(2):
+            for (la, wa), (lb, wb) in zip(second[k][b], direct[k][b]):
+                assert la == lb and torch.allclose(wa, wb, atol=1e-6)
+    assert [label for label, _ in first[1][0]] == ["BicycleBell", "Speech"]
+    full = EstimateCache(0)  # no room: nothing kept, still correct
+    with torch.no_grad():
+        again = separate_cached(model, mixture, [0, 1], tagged, cfg, 2, full)
+    assert not full.entries and torch.allclose(again[1][1][1][1], direct[1][1][1][1], atol=1e-6)

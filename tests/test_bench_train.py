@@ -82,7 +82,8 @@ def test_head_only_tagger_trains_the_head_only(tmp_path):
 
 def test_unknown_model_is_refused():
     with pytest.raises(RecipeError, match=r"--model must be one of separator, tagger_2025_head, "
-                                          r"tagger_2025, tagger_2026_4c, all; got 'nope'"):
+                                          r"tagger_2025, tagger_2026_4c, cpjku_separator, "
+                                          r"cpjku_separator_iter3, all, cpjku; got 'nope'"):
         bench_train.main(["--model", "nope", "--device", "cpu"])
 
 
@@ -102,3 +103,17 @@ def test_gpu_preset_gives_each_model_its_batch_size():
     _, models = bench_train.plan(["--preset", "gpu", "--model", "all", "--batch_size", "4",
                                   "--compile", "true"])
     assert all(opts["batch_size"] == 4 and opts["compile"] is True for _, opts in models)
+
+
+def test_cpjku_separators_train_and_time_refinement_steps(capsys, tmp_path, bank_root):
+    lines = run_bench(capsys, tmp_path, bank_root, "cpjku", "--parts", "a,c", "--steps", "2")
+    setup = [line for line in lines if line.startswith("[setup]")]
+    assert len(setup) == 2 and "AudioSep-SED" in setup[0] and "refinement N = 3" in setup[1]
+    assert "batch 2" in setup[0] and "batch 1" in setup[1]  # the report's batch per GPU
+    assert len([line for line in lines if line.startswith("[a] train, model alone")]) == 2
+    steps = [line for line in lines if line.startswith("[c] refinement steps 1, 2, 3")]
+    assert len(steps) == 1, lines  # only the iterative model refines
+    rtfs = [float(v) for v in re.search(r"RTF ([0-9.]+), ([0-9.]+), ([0-9.]+);", steps[0]).groups()]
+    assert rtfs[2] > rtfs[0] > 0  # a further step costs something
+    with pytest.raises(RecipeError, match="cpjku_separator_iter3"):
+        bench_train.main(["--model", "cpjku_nope", "--device", "cpu"])

@@ -32,6 +32,7 @@ nj=2                   # parallel jobs / processes for data work
 seed=0                 # random seed of training (model initialisation and data order)
 data_seed=0            # random seed of stage 1 (mini soundbank, validation and test sets)
 tag=""                 # name of the stage 2-5 experiment dirs instead of the config names
+tagger_tag=""          # name of the tagger dir alone (default: --tag): separators sharing one tagger
 force=false            # re-run stages even when their .stageN.done marker matches
 cmd_backend=${cmd_backend:-local}  # job backend: local or slurm (see cmd.sh)
 budget=quick          # training budget: quick (tiny models, minutes on a CPU), small (~15 min
@@ -68,6 +69,8 @@ Options (default):
   --data_seed N          random seed of stage 1, the bank and its test set ($data_seed)
   --tag NAME             name of this run's model dirs: exp/tagger_NAME, exp/separator_NAME
                          (default: from the config names, plus the year for 2026)
+  --tagger_tag NAME      name of the tagger dir only (exp/tagger_NAME; default: --tag), e.g. several
+                         separator variants (--tag) that share one tagger
   --force true|false     re-run finished stages ($force)
   --cmd_backend NAME     job backend, local or slurm ($cmd_backend)
   --data_config FILE     stage 1 config ($data_config)
@@ -173,7 +176,7 @@ file_identity_if_present() {  # file_identity_if_present FILE: file_identity, or
 }
 
 prep_exp=$exp_dir/prep_$(basename "$data_dir")  # exp/prep_data for the default data dir
-tagger_exp=$exp_dir/$(model_dir_name tagger "$tagger_config")
+tagger_exp=$exp_dir/$(tag=${tagger_tag:-$tag} model_dir_name tagger "$tagger_config")
 separator_exp=$exp_dir/$(model_dir_name separator "$separator_config")
 test_name=$(basename "${test_dir:-test}")
 decode_name=decode_$test_name
@@ -217,7 +220,7 @@ write_replay() {  # write_replay STAGE_DIR COMMAND...: STAGE_DIR/run.sh re-runs 
 
 resolved_options() {  # the options of this run, to replay a stage through stages.sh
   local name
-  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag budget cmd_backend \
+  for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag tagger_tag budget cmd_backend \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
       trust_checkpoint test_dir class_eq_mixtures baseline_tagger; do

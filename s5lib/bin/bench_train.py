@@ -12,7 +12,12 @@ to end with on-the-fly synthesis) and inference speed.
 * ``tagger_2026_4c``: the 2026 4-channel tagger (``m2d_2026_4c``, every parameter trains); 2026
   rules;
 * ``all``: the four above in this order, in one process, each with its own Trainer, after a
-  ``[model i/4]`` header line; a ``[summary]`` line per model and bank closes the run.
+  ``[model i/4]`` header line; a ``[summary]`` line per model and bank closes the run;
+* ``cpjku_separator``: CP-JKU's AudioSep-SED separator (egs/cpjku: STFT 2048/160 at full size,
+  Time-FiLM, embedding injection, the trainable M2D SED inside; batch 2); ``cpjku_separator_iter3``:
+  the same + DPRNN with iterative refinement N = 3 (n_iter ~ U{1..3} per update, batch 1); part c
+  then also times 1, 2 and 3 refinement steps (the cost of one more step); ``cpjku``: both. On a
+  GPU: ``--preset gpu --model cpjku``.
 
 The taggers use the loss of stage 2 (:func:`s5lib.bin.train_tagger.make_loss_step`: BCE on
 ``label_vector`` for 2025, slot PIT cross-entropy on ``label_index`` for 2026) and train on the
@@ -102,6 +107,7 @@ from s5lib.config import parse_config
 DEFAULTS = {
     "preset": None,            # gpu: every model at full size on a GPU node (module docstring)
     "model": "separator",      # separator | tagger_2025_head | tagger_2025 | tagger_2026_4c | all
+                               # | cpjku_separator | cpjku_separator_iter3 | cpjku
     "size": "tiny",            # tiny | full
     "batch_size": None,        # default: the model's own (separator 5; taggers: see TAGGERS)
     "steps": 20,
@@ -136,6 +142,19 @@ GPU_PRESET = {"size": "full", "steps": 120, "warmup": 8, "num_workers": 15,
 GPU_PRESET_TAGGERS = {"compile": False, "compile_mode": None, "channels_last": False, "steps": 60}
 
 MODELS = ("separator", "tagger_2025_head", "tagger_2025", "tagger_2026_4c")
+# CP-JKU's AudioSep-SED separator (egs/cpjku): plain, and iterative (+ DPRNN, N = 3); --model cpjku
+# runs both; not part of 'all' (the baseline's trainers)
+CPJKU_MODELS = ("cpjku_separator", "cpjku_separator_iter3")
+SEPARATORS = ("separator",) + CPJKU_MODELS
+CPJKU_TINY_SED = {"m2d": {"embed_dim": 96, "depth": 3, "num_heads": 3, "patch_size": [80, 8]},
+                  "seq_len": 250}
+CPJKU_TINY = {"type": "audiosep_sed", "channels": [8, 16, 16, 32, 32, 32], "bottleneck_channels": 32,
+              "condition_size": 64, "n_fft": 512, "hop_length": 256, "momentum": 0.1,
+              "dprnn_hidden": 16, "sed": CPJKU_TINY_SED}   # egs/cpjku/conf/separator.yaml
+CPJKU_FULL = {"type": "audiosep_sed", "sed": {}}          # egs/cpjku/conf/full/separator.yaml
+CPJKU_VARIANTS = {"cpjku_separator": {}, "cpjku_separator_iter3": {"dprnn": True, "refine_iterations": 3}}
+# the report's batch per GPU: 2 (N = 1, 2), 1 (N = 3, 4)
+CPJKU_BATCH_SIZE = {"cpjku_separator": 2, "cpjku_separator_iter3": 1}
 
 # the tiny separator of egs/TEMPLATE/conf/separator.yaml
 TINY_SEPARATOR = {"type": "resunetk", "channels": [8, 16, 16, 32, 32, 32],
@@ -162,6 +181,8 @@ TAGGERS = {
                        "title": "2026 4-channel M2D tagger (all parameters)"},
 }
 SEPARATOR_TITLE = "ResUNetK separator"
+CPJKU_TITLES = {"cpjku_separator": "CP-JKU AudioSep-SED separator",
+                "cpjku_separator_iter3": "CP-JKU AudioSep-SED separator, + DPRNN, iterative N = 3"}
 
 
 class RandomMixtures(torch.utils.data.Dataset):
@@ -223,9 +244,9 @@ def resolve_options(cfg):
     """Apply ``--preset`` (explicit command-line keys still win) and check the values."""
     if cfg["preset"] not in (None, "gpu"):
         raise RecipeError(f"--preset must be gpu (or left out), got {cfg['preset']!r}")
-    if cfg["model"] not in MODELS + ("all",):
-        raise RecipeError(f"--model must be one of {', '.join(MODELS + ('all',))}; got "
-                          f"{cfg['model']!r}")
+    choices = MODELS + CPJKU_MODELS + ("all", "cpjku")
+    if cfg["model"] not in choices:
+        raise RecipeError(f"--model must be one of {', '.join(choices)}; got {cfg['model']!r}")
     if cfg["size"] not in ("tiny", "full"):
         raise RecipeError(f"--size must be tiny or full, got {cfg['size']!r}")
     if cfg["synthesis"] not in ("cpu", "device"):
@@ -255,8 +276,8 @@ def model_options(cfg, name, explicit):
             if key not in explicit:
                 opts[key] = value
     if opts["batch_size"] is None:
-        opts["batch_size"] = (SEPARATOR_BATCH_SIZE if tagger is None
-                              else tagger["batch_size"][opts["size"]])
+        opts["batch_size"] = (tagger["batch_size"][opts["size"]] if tagger is not None
+                              else CPJKU_BATCH_SIZE.get(name, SEPARATOR_BATCH_SIZE))
     opts["batch_size"] = int(opts["batch_size"])
     if tagger is not None:
         opts["year"] = tagger["year"]
@@ -322,13 +343,16 @@ def build_banks(cfg):
 
 
 def run_training_steps(trainer, batches, warmup, steps):
-    """Seconds for ``steps`` train steps after ``warmup`` untimed ones (batches: an iterator)."""
+    """Seconds for ``steps`` train steps after ``warmup`` untimed ones (batches: an iterator).
+    The update counter moves as in training (a refining separator draws its depth from it)."""
     for _ in range(warmup):
         trainer.train_step(next(batches))
+        trainer.step += 1
     synchronize(trainer.device)
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(next(batches))
+        trainer.step += 1
     synchronize(trainer.device)
     return time.perf_counter() - start
 
@@ -358,7 +382,7 @@ def make_data(name, model, bank_root, device, cfg, epoch_size):
     from s5lib.data.synth import SynthConfig
 
     synth = SynthConfig(year=int(cfg["year"]))
-    if name == "separator":
+    if name in SEPARATORS:
         from s5lib.bin.train_separator import make_train_data
         return make_train_data(cfg["synthesis"], device, bank_root, "train", synth,
                                epoch_size=epoch_size, seed=int(cfg["seed"]))
@@ -382,7 +406,7 @@ def part_b(trainer, name, bank_name, bank_root, cfg, rate_alone=None):
     trainer.train_dataset, trainer.collate_fn, trainer.batch_transform = dataset, collate_fn, transform
     where = (f"{bank_name}, synthesis {cfg['synthesis']}, {cfg['num_workers']} workers, "
              f"batch {batch_size}")
-    if name != "separator":
+    if name not in SEPARATORS:
         channels = tagger_channels(trainer.model)
         where += (f", {cfg['year']} rules, no references, "
                   f"{'channel 0' if channels == [0] else '4 channels'}")
@@ -427,6 +451,8 @@ def part_c(trainer, batch, cfg, is_tagger=False):
     mixture = batch["mixture"]
     if is_tagger:
         inputs = (mixture,)
+    elif getattr(model, "kind", "") == "audiosep_sed":
+        inputs = (mixture, batch["slot_onehot"][:, 0])   # one 18-d query per row
     else:
         inputs = (mixture, batch["slot_onehot"].flatten(1))
     autocast = (torch.autocast("cuda", dtype=trainer.autocast_dtype)
@@ -452,7 +478,33 @@ def part_c(trainer, batch, cfg, is_tagger=False):
     print(f"[c] inference ({what}10 s mixtures, batch {batch_size}, eval, no grad, uncompiled): "
           f"RTF {rtf:.5f} ({n / seconds:.1f} mixtures/s; {steps} batches after {warmup} warm-up; "
           f"{peak_memory(device)})", flush=True)
+    if getattr(model, "feedback_bn", None) is not None:
+        refinement_cost(model, inputs, autocast, device, steps, audio_seconds)
     return rtf
+
+
+def refinement_cost(model, inputs, autocast, device, steps, audio_seconds, depths=(1, 2, 3)):
+    """[c] inference of a refining separator at 1, 2, 3 steps: RTF and the cost of one more step
+    (the SED pass and the FiLM terms are paid once, the U-Net once per step)."""
+    model.eval()
+    rtfs = []
+    try:
+        with torch.inference_mode(), autocast:
+            for depth in depths:
+                model(*inputs, n_iter=depth)
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    model(*inputs, n_iter=depth)
+                synchronize(device)
+                rtfs.append((time.perf_counter() - start) / audio_seconds)
+    finally:
+        model.train()
+    per_step = (rtfs[-1] - rtfs[0]) / (depths[-1] - depths[0])
+    print(f"[c] refinement steps {', '.join(map(str, depths))}: RTF "
+          f"{', '.join(f'{r:.5f}' for r in rtfs)}; each further step RTF {per_step:.5f} "
+          f"({100 * per_step / rtfs[0]:.0f} % of the first)", flush=True)
+    return rtfs
 
 
 def train_config(cfg, lr, extra=None):
@@ -470,23 +522,35 @@ def train_config(cfg, lr, extra=None):
     return out
 
 
-def build_separator_trainer(cfg, dist):
-    """(trainer, random set, setup text) of the separator."""
+def build_separator_trainer(cfg, dist, name="separator"):
+    """(trainer, random set, setup text) of a separator (the baseline's ResUNetK or CP-JKU's)."""
     from s5lib.bin.train_separator import make_loss_step
     from s5lib.models.factory import build_separator
     from s5lib.train.trainer import Trainer
 
     torch.manual_seed(int(cfg["seed"]))
-    model = build_separator(TINY_SEPARATOR if cfg["size"] == "tiny" else FULL_SEPARATOR)
-    n_params = sum(p.numel() for p in model.parameters())
-    train_cfg = train_config(cfg, 1e-4)
+    segment = float(cfg["segment_seconds"]) if cfg["segment_seconds"] else None
+    if name in CPJKU_MODELS:
+        sized = CPJKU_TINY if cfg["size"] == "tiny" else CPJKU_FULL
+        model = build_separator(dict(sized, **CPJKU_VARIANTS[name]))
+        n_iter = model.guidance.refine_iterations
+        loss_step = make_loss_step("audiosep_sed", "neg_snr", {}, segment, refine_iterations=n_iter,
+                                   seed=int(cfg["seed"]))
+        n_sed = sum(p.numel() for p in model.sed.parameters())
+        what = (f"separator {cfg['size']} AudioSep-SED ({sum(p.numel() for p in model.parameters()):,}"
+                f" parameters, of which SED {n_sed:,}; n_fft {model.config.n_fft}, dprnn "
+                f"{model.guidance.dprnn}, refinement N = {n_iter}: n_iter ~ U{{1..{n_iter}}})")
+        param_groups = [{"match": r"sed\.", "lr": 4e-4, "layer_decay": 0.9}]
+    else:
+        model = build_separator(TINY_SEPARATOR if cfg["size"] == "tiny" else FULL_SEPARATOR)
+        loss_step = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, segment)
+        what = f"separator {cfg['size']} ResUNetK ({sum(p.numel() for p in model.parameters()):,} parameters)"
+        param_groups = []
+    train_cfg = train_config(cfg, 1e-4, {"param_groups": param_groups} if param_groups else None)
     random_set = RandomMixtures(train_cfg["steps_per_epoch"] * int(cfg["batch_size"]),
                                 seed=int(cfg["seed"]))
-    segment = float(cfg["segment_seconds"]) if cfg["segment_seconds"] else None
-    trainer = Trainer(model, random_set, None,
-                      make_loss_step("resunetk", "masked_multislot_neg_snr", {}, segment), train_cfg,
+    trainer = Trainer(model, random_set, None, loss_step, train_cfg,
                       os.path.join(cfg["work_dir"], "exp_unused"), dist_info=dist)
-    what = f"separator {cfg['size']} ResUNetK ({n_params:,} parameters)"
     return trainer, random_set, what, f"training on {segment or 10:g} s; "
 
 
@@ -524,11 +588,11 @@ def build_tagger_trainer(name, cfg, dist):
 
 def bench_model(name, cfg, banks, dist):
     """Every asked part for one model; returns {"a": rate, "b": [(bank, rates)], "c": rtf}."""
-    is_tagger = name != "separator"
+    is_tagger = name not in SEPARATORS
     if is_tagger:
         trainer, random_set, what, where = build_tagger_trainer(name, cfg, dist)
     else:
-        trainer, random_set, what, where = build_separator_trainer(cfg, dist)
+        trainer, random_set, what, where = build_separator_trainer(cfg, dist, name)
     device = trainer.device
     batch_size, steps, warmup = int(cfg["batch_size"]), int(cfg["steps"]), int(cfg["warmup"])
     precision = cfg["precision"] if device.type == "cuda" else "fp32"
@@ -596,7 +660,7 @@ def plan(argv=None):
             if key not in explicit:
                 cfg[key] = value
     cfg = resolve_options(cfg)
-    names = list(MODELS) if cfg["model"] == "all" else [cfg["model"]]
+    names = {"all": list(MODELS), "cpjku": list(CPJKU_MODELS)}.get(cfg["model"], [cfg["model"]])
     return cfg, [(name, model_options(cfg, name, explicit)) for name in names]
 
 
@@ -614,7 +678,7 @@ def main(argv=None):
     results = []
     for number, (name, opts) in enumerate(zip(names, options), start=1):
         if len(names) > 1:
-            title = TAGGERS[name]["title"] if name in TAGGERS else SEPARATOR_TITLE
+            title = TAGGERS[name]["title"] if name in TAGGERS else CPJKU_TITLES.get(name, SEPARATOR_TITLE)
             print(f"[model {number}/{len(names)}] {name}: {title}; batch {opts['batch_size']}, "
                   f"{opts['year']} rules", flush=True)
         results.append(bench_model(name, opts, banks, dist))

@@ -27,9 +27,11 @@ def user_errors():
     from s5lib.data.synth import SynthesisError
     from s5lib.models.checkpoints import CheckpointError
     from s5lib.train.checkpoint import CheckpointError as TrainCheckpointError
+    from s5lib.train.optim import OptimizerConfigError
     from s5lib.train.trainer import TrainConfigError
     return (RecipeError, AudioError, ConfigError, DataLayoutError, SynthesisError,
-            CheckpointError, TrainCheckpointError, TrainConfigError, FileNotFoundError)
+            CheckpointError, TrainCheckpointError, TrainConfigError, OptimizerConfigError,
+            FileNotFoundError)
 
 
 def run_cli(main):

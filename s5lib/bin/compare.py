@@ -4,6 +4,7 @@ Usage::
 
     python -m s5lib.bin.compare --results egs/*/exp/**/summary.json --out cmp.md --csv cmp.csv
     python -m s5lib.bin.compare --results egs/baseline egs/cpjku      # folders are searched
+    python -m s5lib.bin.compare --seed_table --results egs/cpjku/exp egs/baseline/exp  # ablations
 
 One row per scoring run (recipe, experiment, year, label mode), one column per measure
 (CA-SDRi / CAPI-SDRi, accuracies, SDRi/SDR/SI-SDR over TP sources, mixtures, skipped).
@@ -15,7 +16,7 @@ import os
 import sys
 
 from s5lib.results import comparison_rows, find_summaries, load_summary, rows_to_markdown, \
-    write_csv
+    seed_table, write_csv
 
 SORT_KEYS = ("none", "recipe", "score")
 
@@ -28,6 +29,10 @@ def main(argv=None):
     parser.add_argument("--csv", default=None, help="CSV file to write")
     parser.add_argument("--sort", default="none", choices=SORT_KEYS,
                         help="row order: as given, by recipe/experiment, or by main score")
+    parser.add_argument("--seed_table", action="store_true",
+                        help="one table of experiments (seed tokens removed) x label sources, "
+                             "each cell mean ± std (seeds) of the main measure; refinement steps "
+                             "as rows (an ablation table)")
     args = parser.parse_args(argv)
     try:
         paths = find_summaries(args.results)
@@ -35,6 +40,16 @@ def main(argv=None):
     except ValueError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
+    if args.seed_table:
+        text = seed_table(summaries)
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+            print(f"Wrote {args.out}")
+        else:
+            print(text)
+        return 0
     rows = comparison_rows(summaries)
     if args.sort == "recipe":
         rows.sort(key=lambda r: (r["recipe"], r["experiment"], r["labels"]))

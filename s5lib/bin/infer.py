@@ -85,6 +85,9 @@ DEFAULTS = {
     "procedure": "single",
     "refine_steps": 1,
     "keep_steps": True,
+    # single-query separators: a (mixture, label) separated for one label mode is reused by the
+    # others (the oracle and the tagger's label lists overlap), up to this many MB of waveforms
+    "cache_mb": 4096,
 }
 LABEL_MODES = ("estimated", "oracle", "baseline_tagger")
 TAGGER_YEAR = {"m2d_2025": 2025, "sed": 2025, "m2d_2026": 2026, "m2d_2026_4c": 2026}
@@ -109,7 +112,56 @@ def clear_dir(path):
         os.unlink(os.path.join(path, f))
 
 
-def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps=1):
+SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed")
+
+
+def separate_rows(separator, mixture, label_lists, cfg, steps):
+    """Per refinement step (one entry for ``procedure: single``), the estimates of every label."""
+    if cfg["procedure"] == "iterative":
+        return separate_batch_steps(separator, mixture, label_lists, steps)
+    return [separate_batch(separator, mixture, label_lists)]
+
+
+class EstimateCache:
+    """(mixture index, label) -> per-step estimates, shared by the label modes of one run: a
+    single-query separator's estimate depends on the mixture and the queried label only, so a
+    label that the oracle list and the tagger (or two taggers) share is separated once. Holds at
+    most ``max_mb`` of waveforms (then stops adding)."""
+
+    def __init__(self, max_mb):
+        self.entries, self.bytes, self.max_bytes = {}, 0, float(max_mb) * 2 ** 20
+
+    def add(self, key, waves):
+        size = sum(w.numel() * w.element_size() for w in waves)
+        if self.bytes + size <= self.max_bytes:
+            self.entries[key] = [w.cpu() for w in waves]
+            self.bytes += size
+
+
+def separate_cached(separator, mixture, indices, label_lists, cfg, steps, cache):
+    """As :func:`separate_rows`, reusing (and filling) ``cache`` (None: no reuse)."""
+    if cache is None:
+        return separate_rows(separator, mixture, label_lists, cfg, steps)
+    missing = [[label for label in dict.fromkeys(labels) if (index, label) not in cache.entries]
+               for index, labels in zip(indices, label_lists)]
+    fresh = {}
+    rows = [b for b, labels in enumerate(missing) if labels]
+    if rows:
+        per_step = separate_rows(separator, mixture[rows], [missing[b] for b in rows], cfg, steps)
+        for j, b in enumerate(rows):
+            for position, label in enumerate(missing[b]):
+                waves = [step_estimates[j][position][1] for step_estimates in per_step]
+                fresh[(indices[b], label)] = waves
+                cache.add((indices[b], label), waves)
+    n_steps = steps if cfg["procedure"] == "iterative" else 1
+    out = []
+    for k in range(n_steps):
+        out.append([[(label, (fresh.get((index, label)) or cache.entries[(index, label)])[k])
+                     for label in labels] for index, labels in zip(indices, label_lists)])
+    return out
+
+
+def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps=1, cache=None):
     names = step_dir_names(mode, steps, cfg["keep_steps"])
     for name in filter(None, names):
         clear_dir(os.path.join(out_dir, name, "estimates"))
@@ -124,10 +176,8 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
         else:
             tagged = tag_batch(tagger, mixture, **cfg["decode"])
         label_lists = [[lbl for lbl, _ in t] for t in tagged]
-        if cfg["procedure"] == "iterative":
-            per_step = separate_batch_steps(separator, mixture, label_lists, steps)
-        else:
-            per_step = [separate_batch(separator, mixture, label_lists)]
+        per_step = separate_cached(separator, mixture, batch["index"].tolist(), label_lists, cfg,
+                                   steps, cache)
         for step_name, estimates, probs in zip(names, per_step, probabilities):
             if step_name is None:
                 continue
@@ -237,9 +287,13 @@ def main(argv=None):
     cfg["label_modes_run"] = modes
     cfg["has_references"] = has_references
     write_experiment_config(cfg, out_dir)
+    cache = None
+    if getattr(separator, "kind", "") in SINGLE_QUERY_KINDS and float(cfg["cache_mb"]) > 0:
+        cache = EstimateCache(cfg["cache_mb"])
     with torch.inference_mode():
         for mode in modes:
-            run_mode(mode, dataset, taggers.get(mode), separator, out_dir, year, cfg, device, steps)
+            run_mode(mode, dataset, taggers.get(mode), separator, out_dir, year, cfg, device, steps,
+                     cache)
 
 
 if __name__ == "__main__":

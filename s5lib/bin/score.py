@@ -4,7 +4,7 @@ Usage::
 
     python -m s5lib.bin.score --year 2026 --ref_dir DEV/synthesized/test \\
         --est_dir exp/infer_x/est --out_dir exp/infer_x/score [--probs eval_results.json] \\
-        [--tag NAME] [--recipe NAME] [--label_mode estimated|oracle] [--nj 2]
+        [--tag NAME] [--recipe NAME] [--label_mode estimated|oracle|baseline_tagger[_step<k>]] [--nj 2]
     python -m s5lib.bin.score --year 2026 --ref_dir ... --out_dir exp/anchor_mixture --anchor mixture
     python -m s5lib.bin.score --year 2026 --ref_dir ... --out_dir exp/anchor_oracle --anchor oracle
 
@@ -41,6 +41,7 @@ The inference stage can skip the wav round trip: read the test set with :class:`
 feed an :class:`s5lib.metrics.S5Scorer` and call :func:`s5lib.results.write_score_outputs`.
 """
 import os
+import re
 import shlex
 import sys
 from collections import Counter, OrderedDict
@@ -65,7 +66,7 @@ DEFAULTS = {
     "class_eq": None,        # gains file of --anchor class_eq (python -m s5lib.bin.fit_class_eq)
     "tag": None,             # experiment name in tables (default: anchor_<x> or out_dir name)
     "recipe": None,          # recipe name (default: the egs/<recipe> folder we run in)
-    "label_mode": "estimated",  # "estimated" or "oracle" (labels given to the separator)
+    "label_mode": "estimated",  # estimated | oracle | baseline_tagger [+ _step<k>] (the labels used)
     "nj": 2,                 # reader processes
     "sample_rate": SAMPLE_RATE,
     "mix_channels": N_FOA_CHANNELS,
@@ -73,7 +74,8 @@ DEFAULTS = {
     "plot": True,            # write per_class.png
 }
 ANCHORS = ("mixture", "oracle", "silence", "class_eq")
-LABEL_MODES = ("estimated", "oracle")
+LABEL_MODES = ("estimated", "oracle", "baseline_tagger")  # each optionally + "_step<k>" (refinement)
+LABEL_MODE_PATTERN = re.compile(r"^(estimated|oracle|baseline_tagger)(_step[0-9]+)?$")
 MAX_LISTED_PROBLEMS = 200
 
 
@@ -258,8 +260,9 @@ def build_jobs(cfg):
         problems.append("--out_dir is required")
     if cfg["anchor"] not in (None,) + ANCHORS:
         problems.append(f"--anchor must be one of {ANCHORS}, got {cfg['anchor']!r}")
-    if cfg["label_mode"] not in LABEL_MODES:
-        problems.append(f"--label_mode must be one of {LABEL_MODES}, got {cfg['label_mode']!r}")
+    if not LABEL_MODE_PATTERN.match(str(cfg["label_mode"])):
+        problems.append(f"--label_mode must be one of {LABEL_MODES}, optionally with a refinement "
+                        f"step suffix (_step<k>), got {cfg['label_mode']!r}")
     if cfg["anchor"] is None and not cfg["est_dir"]:
         problems.append("--est_dir is required (or use --anchor mixture|oracle|silence)")
     if cfg["anchor"] is not None and cfg["est_dir"]:

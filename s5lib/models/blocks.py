@@ -93,6 +93,8 @@ class _DualPathLeg(nn.Module):
             seq = x.permute(0, 3, 2, 1).reshape(batch * bins, frames, channels)
         else:
             seq = x.permute(0, 2, 3, 1).reshape(batch * frames, bins, channels)
+        if seq.is_cuda and not torch.compiler.is_compiling():
+            self.rnn.flatten_parameters()  # one weight chunk: cuDNN's fused kernel, not a slow copy
         out = self.linear(self.rnn(seq.contiguous())[0])
         if along == "time":
             out = out.reshape(batch, bins, frames, channels).permute(0, 3, 2, 1)
