@@ -360,7 +360,8 @@ def seed_table(summaries, metric=None):
     sources = []
     steps_seen = {}
     for summary in summaries:
-        key_metric = metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
+        key_metric = (metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
+                      or ("CAPI-SDRi" if "CAPI-SDRi" in summary["metrics"] else "CA-SDRi"))
         value = summary["metrics"].get(key_metric)
         if value is None:
             continue
@@ -411,6 +412,10 @@ def seed_table(summaries, metric=None):
     return "\n".join(lines)
 
 
+def experiments_summaries(groups):
+    return [entry for entries in groups.values() for entry in entries]
+
+
 def write_results_md(recipe_dir, experiments, path, title=None):
     """Write a generated RESULTS.md.
 
@@ -446,7 +451,14 @@ def write_results_md(recipe_dir, experiments, path, title=None):
                          else f"# {summary.get('label_mode') or 'estimated'} labels")
             lines.append(command or summary.get("command") or "(not recorded)")
         lines += ["```", ""]
-    lines += seed_spread_lines(groups)
+    spread = seed_spread_lines(groups)
+    lines += spread
+    if spread:  # several experiments with several seeds: one table of them all
+        lines += ["## Comparison table", "",
+                  "Every experiment of this page (seed tokens removed) x label source: mean ± sample "
+                  "std (number of seeds) of the main measure; refinement steps as rows "
+                  "(`python -m s5lib.bin.compare --seed_table`).", "",
+                  seed_table([s for s, _ in experiments_summaries(groups)]), ""]
     text = "\n".join(lines)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

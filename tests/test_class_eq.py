@@ -87,6 +87,8 @@ def test_results_page_orders_rows_and_reports_the_seed_spread(tmp_path):
     assert "separator/decode_test: 2 runs" in spread
     assert "| estimated | 3.50 ± 0.71 | 43.50 ± 0.71 |" in spread  # mean and sample std of 3, 4
     assert "anchor" not in spread.split("|---|")[1]
+    table = text.split("## Comparison table")[1]
+    assert "| r | separator/decode_test |  | 3.50 ± 0.71 (2) | 5.50 ± 0.71 (2) |" in table
 
 
 def test_separator_started_from_class_eq_gains_is_the_class_eq_filter():

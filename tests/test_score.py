@@ -360,3 +360,39 @@ def test_empty_estimate_folder_scores_as_nothing_found(tmp_path, capsys):
     assert "no estimate wav files found" in capsys.readouterr().err
     assert summary["metrics"]["CAPI-SDRi"] == 0.0  # one false negative counts 0
     assert summary["metrics"]["n_skipped"] == 1
+
+
+def test_seed_table_groups_seeds_sources_and_refinement_steps(tmp_path):
+    from s5lib.results import seed_table
+
+    def summary(tag, mode, value, anchor=None, recipe="cpjku"):
+        return {"recipe": recipe, "tag": tag, "year": 2025, "label_mode": mode, "anchor": anchor,
+                "metric_name": "CA-SDRi", "metrics": {"CA-SDRi": value}}
+    summaries = []
+    for seed, shift in ((0, 0.0), (1, 1.0)):
+        tag = f"separator_full_seed{seed}/decode_test"
+        summaries += [summary(tag, "estimated", 4.0 + shift), summary(tag, "oracle", 6.0 + shift),
+                      summary(tag, "baseline_tagger", 5.0 + shift)]
+        it = f"separator_iter3_seed{seed}/decode_test_infer_iterative"
+        summaries += [summary(it, "oracle_step1", 6.0 + shift), summary(it, "oracle_step2", 6.5 + shift),
+                      summary(it, "oracle", 7.0 + shift)]
+    summaries += [summary("separator_full_seed0/decode_test", "oracle", 4.46, anchor="silence"),
+                  summary("separator/decode_test", "oracle", 5.5, recipe="baseline")]
+    lines = seed_table(summaries).splitlines()
+    assert lines[0] == "| Recipe | Experiment | Steps | baseline_tagger | estimated | oracle |"
+    full = next(line for line in lines if "separator_full/decode_test" in line)
+    assert "| 5.50 ± 0.71 (2) | 4.50 ± 0.71 (2) | 6.50 ± 0.71 (2) |" in full
+    steps = [line for line in lines if "separator_iter3/" in line]
+    assert [line.split("|")[3].strip() for line in steps] == ["1", "2", "3"]  # the last step is 3
+    assert steps[2].endswith("| 7.50 ± 0.71 (2) |")
+    assert any(line.startswith("| baseline | separator/decode_test |") and "5.50 ± 0.00 (1)" in line
+               for line in lines)
+    assert any("anchor: silence (2025 rules)" in line and "4.46" in line for line in lines)
+
+
+def test_score_accepts_label_sources_and_refinement_steps(tmp_path):
+    from s5lib.bin.score import LABEL_MODE_PATTERN
+    for mode in ("estimated", "oracle", "baseline_tagger", "oracle_step2", "baseline_tagger_step10"):
+        assert LABEL_MODE_PATTERN.match(mode), mode
+    for mode in ("est", "oracle_step", "oracle_stepx", "anchor_silence"):
+        assert not LABEL_MODE_PATTERN.match(mode), mode
