@@ -464,12 +464,23 @@ def test_tiny_sed_tagger_convex_clip_score_and_loss():
 def test_sed_attention_is_softmax_over_time_per_class():
     torch.manual_seed(0)
     model = SEDTagger(tiny_cfg(), n_classes=3, input_sample_rate=8000, seq_len=6,
-                      use_head_norm=False).eval()
+                      use_head_norm=False, attention_over="time").eval()
     with torch.no_grad():
         out = model(torch.randn(2, TINY_SAMPLES))
         attention_logits = model.weak_head(out["frame_features"])
     assert torch.allclose(out["attention"], torch.softmax(attention_logits, dim=1), atol=1e-6)
     assert not torch.allclose(out["attention"].sum(-1), torch.ones(2, 6))  # not over classes
+
+
+def test_sed_attention_default_is_the_public_codes_softmax_over_classes():
+    torch.manual_seed(0)
+    model = SEDTagger(tiny_cfg(), n_classes=3, input_sample_rate=8000, seq_len=6,
+                      use_head_norm=False).eval()
+    assert model.attention_over == "classes"
+    with torch.no_grad():
+        out = model(torch.randn(2, TINY_SAMPLES))
+        per_frame = torch.softmax(model.weak_head(out["frame_features"]), dim=-1).clamp(1e-7, 1.0)
+    assert torch.allclose(out["attention"], per_frame / per_frame.sum(1, keepdim=True), atol=1e-6)
 
 
 def test_strong_targets_from_events():
