@@ -115,3 +115,22 @@ def test_converted_file_runs_through_stage_4_loading(tmp_path):
         a = model(mixture, query, n_iter=2)
         b = direct(mixture, query, n_iter=2)
     assert a.shape == (1, 1, 32000) and torch.isfinite(a).all() and torch.equal(a, b)
+
+
+@needs_reference
+def test_their_stage1_sed_tagger_checkpoint_loads_as_a_sed_tagger(tmp_path):
+    rows = layout(os.path.join(REFERENCE_DIR, "cpjku_m2d_sed_wrapper.tsv"))
+    fresh = build_separator({"type": "audiosep_sed", "sed": {}}).sed.state_dict()
+    state = {}
+    for key, (shape, dtype) in rows.items():  # their Lightning file: 'model.' + the Wrapper keys
+        value = fresh[key].clone() if ("to_spec" in key or "norm_stats" in key or "running" in key
+                                       or "num_batches" in key) else torch.randn(shape) * 0.02
+        state["model." + key] = value.to(getattr(torch, dtype))
+    path = tmp_path / "sed_tagger.ckpt"
+    torch.save({"state_dict": state, "epoch": 69}, path)
+    model, cfg, description = load_model_file(str(path), "tagger")
+    assert model.kind == "sed" and cfg["use_head_norm"] is True and "key prefix 'model.'" in description
+    assert torch.equal(model.strong_head.weight, state["model.strong_head.weight"])
+    from s5lib.infer.tag import tag_batch
+    labels = tag_batch(model, torch.randn(2, 4, 32000) * 0.05)
+    assert all(1 <= len(found) <= 3 for found in labels)
