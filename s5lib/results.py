@@ -416,6 +416,66 @@ def experiments_summaries(groups):
     return [entry for entries in groups.values() for entry in entries]
 
 
+def refinement_curves(summaries, metric=None):
+    """{(recipe, experiment without seed): {label source: [(step, mean, std, n)]}} of the decodes
+    with refinement steps (``<source>_step<k>`` label modes; the plain mode is the last step)."""
+    values = OrderedDict()
+    last = {}
+    for summary in summaries:
+        if summary.get("anchor"):
+            continue
+        key_metric = (metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
+                      or ("CAPI-SDRi" if "CAPI-SDRi" in summary["metrics"] else "CA-SDRi"))
+        value = summary["metrics"].get(key_metric)
+        if value is None:
+            continue
+        group = (summary.get("recipe") or "", seed_group_name(summary.get("tag") or ""))
+        source, step = split_step_mode(summary.get("label_mode"))
+        values.setdefault(group, OrderedDict()).setdefault(source, {}).setdefault(step, []).append(value)
+        if step is not None:
+            last[group] = max(last.get(group, 0), step)
+    curves = OrderedDict()
+    for group, sources in values.items():
+        if group not in last:
+            continue
+        curves[group] = OrderedDict()
+        for source, by_step in sources.items():
+            points = []
+            for step, vals in by_step.items():
+                k = last[group] + 1 if step is None else step
+                std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                points.append((k, statistics.mean(vals), std, len(vals)))
+            curves[group][source] = sorted(points)
+    return curves
+
+
+def plot_refinement_curves(curves, path, metric_name="CA-SDRi"):
+    """One panel per experiment: the measure after each refinement step, one line per label source
+    (error bars: the std over seeds). Returns False when there is nothing to plot."""
+    if not curves:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)
+    for ax, ((recipe, experiment), sources) in zip(axes[0], curves.items()):
+        for source, points in sources.items():
+            steps = [p[0] for p in points]
+            ax.errorbar(steps, [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                        capsize=3, label=source)
+        ax.set_xlabel("refinement steps")
+        ax.set_ylabel(f"{metric_name} (dB)")
+        ax.set_title(f"{recipe}: {experiment}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def write_results_md(recipe_dir, experiments, path, title=None):
     """Write a generated RESULTS.md.
 

@@ -388,6 +388,14 @@ def test_seed_table_groups_seeds_sources_and_refinement_steps(tmp_path):
     assert any(line.startswith("| baseline | separator/decode_test |") and "5.50 ± 0.00 (1)" in line
                for line in lines)
     assert any("anchor: silence (2025 rules)" in line and "4.46" in line for line in lines)
+    from s5lib.results import plot_refinement_curves, refinement_curves
+    curves = refinement_curves(summaries)
+    assert list(curves) == [("cpjku", "separator_iter3/decode_test_infer_iterative")]
+    oracle = curves[("cpjku", "separator_iter3/decode_test_infer_iterative")]["oracle"]
+    assert [(k, round(m, 2), n) for k, m, _, n in oracle] == [(1, 6.5, 2), (2, 7.0, 2), (3, 7.5, 2)]
+    assert plot_refinement_curves(curves, str(tmp_path / "steps.png"))
+    assert (tmp_path / "steps.png").stat().st_size > 1000
+    assert not plot_refinement_curves({}, str(tmp_path / "none.png"))
 
 
 def test_score_accepts_label_sources_and_refinement_steps(tmp_path):

@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-from s5lib.results import comparison_rows, find_summaries, load_summary, rows_to_markdown, \
-    seed_table, write_csv
+from s5lib.results import comparison_rows, find_summaries, load_summary, plot_refinement_curves, \
+    refinement_curves, rows_to_markdown, seed_table, write_csv
 
 SORT_KEYS = ("none", "recipe", "score")
 
@@ -33,6 +33,9 @@ def main(argv=None):
                         help="one table of experiments (seed tokens removed) x label sources, "
                              "each cell mean ± std (seeds) of the main measure; refinement steps "
                              "as rows (an ablation table)")
+    parser.add_argument("--plot", default=None,
+                        help="with --seed_table: a PNG of the measure after every refinement step "
+                             "(the decodes that have steps), one panel per experiment")
     args = parser.parse_args(argv)
     try:
         paths = find_summaries(args.results)
@@ -42,6 +45,11 @@ def main(argv=None):
         return 1
     if args.seed_table:
         text = seed_table(summaries)
+        if args.plot:
+            if plot_refinement_curves(refinement_curves(summaries), args.plot):
+                print(f"Wrote {args.plot}")
+            else:
+                print(f"no decode with refinement steps: {args.plot} not written")
         if args.out:
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
             with open(args.out, "w") as f:

@@ -9,7 +9,8 @@
 # decode has the three label sources when ../baseline/exp/tagger exists (run.sh's --baseline_tagger):
 # the baseline tagger, our SED tagger, oracle labels. Finished runs are skipped (stage markers), so
 # an interrupted ablation resumes where it stopped. The table: exp/ablation/table.md, mean ± std
-# over the seeds next to egs/baseline's rows (python -m s5lib.bin.compare --seed_table).
+# over the seeds next to egs/baseline's rows (python -m s5lib.bin.compare --seed_table); the
+# iterative variants' score after every step: exp/ablation/refinement_steps.png (Fig. 2).
 set -euo pipefail
 seeds="0 1"
 variants="full no_time_film no_injection frozen_sed dprnn iter2 iter3 iter4"
@@ -46,5 +47,6 @@ if [ -d ../baseline/exp ] && [ -n "$(find -L ../baseline/exp -name summary.json 
   results+=(../baseline/exp)
 fi
 . ./path.sh
-python -m s5lib.bin.compare --seed_table --results "${results[@]}" --out exp/ablation/table.md
+python -m s5lib.bin.compare --seed_table --results "${results[@]}" --out exp/ablation/table.md \
+  --plot exp/ablation/refinement_steps.png
 cat exp/ablation/table.md
