@@ -8,6 +8,7 @@ resolved config is written beside the outputs with :func:`save_config`.
 """
 import argparse
 import copy
+import dataclasses
 import os
 import re
 import sys
@@ -20,6 +21,16 @@ class ConfigError(ValueError):
 
 
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def dataclass_from_dict(cls, values, what=None):
+    """``cls(**values)`` for a config dataclass; unknown keys are a ValueError that names them
+    (``<what>: unknown option(s) [...]; known: [...]``, ``what`` defaulting to the class name)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{what or cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
 
 
 def load_yaml(path):

@@ -349,6 +349,14 @@ def split_step_mode(mode):
     return mode or "estimated", None
 
 
+def main_measure(summary, metric=None):
+    """``metric`` (default: the summary's main measure, CA-SDRi or CAPI-SDRi) of one summary, or
+    None when it has no such value."""
+    name = (metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
+            or ("CAPI-SDRi" if "CAPI-SDRi" in summary["metrics"] else "CA-SDRi"))
+    return summary["metrics"].get(name)
+
+
 def seed_table(summaries, metric=None):
     """One comparison table over experiments x label sources, each cell the mean ± sample std
     (and the number of seeds) of ``metric`` (default: each summary's main measure) over the runs
@@ -360,9 +368,7 @@ def seed_table(summaries, metric=None):
     sources = []
     steps_seen = {}
     for summary in summaries:
-        key_metric = (metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
-                      or ("CAPI-SDRi" if "CAPI-SDRi" in summary["metrics"] else "CA-SDRi"))
-        value = summary["metrics"].get(key_metric)
+        value = main_measure(summary, metric)
         if value is None:
             continue
         recipe = summary.get("recipe") or ""
@@ -412,10 +418,6 @@ def seed_table(summaries, metric=None):
     return "\n".join(lines)
 
 
-def experiments_summaries(groups):
-    return [entry for entries in groups.values() for entry in entries]
-
-
 def refinement_curves(summaries, metric=None):
     """{(recipe, experiment without seed): {label source: [(step, mean, std, n)]}} of the decodes
     with refinement steps (``<source>_step<k>`` label modes; the plain mode is the last step)."""
@@ -424,9 +426,7 @@ def refinement_curves(summaries, metric=None):
     for summary in summaries:
         if summary.get("anchor"):
             continue
-        key_metric = (metric or summary.get("metric_name") or summary["metrics"].get("metric_name")
-                      or ("CAPI-SDRi" if "CAPI-SDRi" in summary["metrics"] else "CA-SDRi"))
-        value = summary["metrics"].get(key_metric)
+        value = main_measure(summary, metric)
         if value is None:
             continue
         group = (summary.get("recipe") or "", seed_group_name(summary.get("tag") or ""))
@@ -518,7 +518,7 @@ def write_results_md(recipe_dir, experiments, path, title=None):
                   "Every experiment of this page (seed tokens removed) x label source: mean ± sample "
                   "std (number of seeds) of the main measure; refinement steps as rows "
                   "(`python -m s5lib.bin.compare --seed_table`).", "",
-                  seed_table([s for s, _ in experiments_summaries(groups)]), ""]
+                  seed_table([summary for _, summary, _ in experiments]), ""]
     text = "\n".join(lines)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

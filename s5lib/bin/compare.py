@@ -21,6 +21,17 @@ from s5lib.results import comparison_rows, find_summaries, load_summary, plot_re
 SORT_KEYS = ("none", "recipe", "score")
 
 
+def write_markdown(text, out, what=""):
+    """The table to ``out`` (its folder made), or to stdout without ``out``."""
+    if not out:
+        print(text)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text + "\n")
+    print(f"Wrote {out}{what}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", nargs="+", required=True,
@@ -50,13 +61,7 @@ def main(argv=None):
                 print(f"Wrote {args.plot}")
             else:
                 print(f"no decode with refinement steps: {args.plot} not written")
-        if args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                f.write(text + "\n")
-            print(f"Wrote {args.out}")
-        else:
-            print(text)
+        write_markdown(text, args.out)
         return 0
     rows = comparison_rows(summaries)
     if args.sort == "recipe":
@@ -71,13 +76,7 @@ def main(argv=None):
     if len(years) > 1:
         text += ("\n\nNote: rows of different years use different test sets and measures "
                  "(CA-SDRi 2025, CAPI-SDRi 2026); compare within a year.")
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-        print(f"Wrote {args.out} ({len(rows)} row(s))")
-    else:
-        print(text)
+    write_markdown(text, args.out, f" ({len(rows)} row(s))")
     if args.csv:
         write_csv(rows, args.csv)
         print(f"Wrote {args.csv}")

@@ -227,11 +227,7 @@ def load_tagger(cfg, name, year, device):
     if tagger_year is not None and tagger_year != year:
         raise RecipeError(f"infer: the {name} is a {tagger.kind} model ({tagger_year} rules) but "
                           f"this run follows the {year} rules (--year)")
-    try:
-        check_decode(tagger.kind, cfg["decode"])
-    except ValueError as err:
-        raise RecipeError(f"infer: {name}: {err}") from None
-    return tagger
+    return tagger  # its decode options are checked in main, once for both taggers
 
 
 def open_test_set(cfg, info, year):

@@ -41,7 +41,7 @@ from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics import sdri
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.factory import build_separator
+from s5lib.models.factory import START_WEIGHT_KEYS, build_separator, read_model_config
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_separator")
@@ -163,21 +163,18 @@ def resolve_sed_exp(model_cfg):
     if not (model_cfg.get("time_film", True) or model_cfg.get("embedding_injection", True)):
         logger.info("model.sed_exp %s not used: neither time_film nor embedding_injection", exp)
         return
-    import yaml
     cfg_path = os.path.join(exp, "config.yaml")
     checkpoint = os.path.join(exp, "checkpoint_best.pt")
     for path in (cfg_path, checkpoint):
         if not os.path.isfile(path):
             raise RecipeError(f"train_separator: model.sed_exp: {path} not found; train the SED "
                               "tagger first (stage 2)")
-    with open(cfg_path) as f:
-        tagger = (yaml.safe_load(f) or {}).get("model") or {}
+    tagger = read_model_config(cfg_path, "model.sed_exp")
     if tagger.get("type") != "sed":
         raise RecipeError(f"train_separator: model.sed_exp: {cfg_path} is a {tagger.get('type')!r} "
                           "tagger, not an SED tagger (type: sed)")
     model_cfg["sed"] = {k: v for k, v in tagger.items()
-                        if k not in ("type", "trainable", "init_checkpoint", "pretrained_m2d",
-                                     "pretrained_sed")}
+                        if k not in ("type", "trainable") + START_WEIGHT_KEYS}
     model_cfg["sed_checkpoint"] = checkpoint
 
 

@@ -7,7 +7,7 @@ built with ``refine_iterations`` > 1); one query per batch row, as the single-qu
 """
 import torch
 
-from s5lib import constants
+from s5lib.infer.separate import single_query_chunks
 
 PROCEDURES = ("single", "iterative")
 
@@ -33,13 +33,7 @@ def separate_batch_steps(model, mixture, label_lists, steps, max_rows=16):
     """Every step's estimates: a list of ``steps`` entries, each a list (per mixture) of
     (label, (N,) tensor), the same layout as :func:`s5lib.infer.separate.separate_batch`."""
     out = [[[] for _ in label_lists] for _ in range(steps)]
-    rows = [(b, label) for b, labels in enumerate(label_lists) for label in labels]
-    for start in range(0, len(rows), max_rows):
-        chunk = rows[start:start + max_rows]
-        mix = mixture[[b for b, _ in chunk]]
-        query = torch.zeros(len(chunk), constants.N_CLASSES, device=mixture.device)
-        for r, (_, label) in enumerate(chunk):
-            query[r, constants.CLASS_INDEX[label]] = 1.0
+    for chunk, mix, query in single_query_chunks(mixture, label_lists, max_rows):
         estimates = model(mix, query, n_iter=steps, return_steps=True)
         for k, est in enumerate(estimates):
             for r, (b, label) in enumerate(chunk):

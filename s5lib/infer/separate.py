@@ -33,14 +33,21 @@ def separate_batch(model, mixture, label_lists, max_rows=16):
         for b, labels in enumerate(label_lists):
             out[b] = [(label, est[b, k].float()) for k, label in enumerate(labels)]
         return out
-    rows = [(b, label) for b, labels in enumerate(label_lists) for label in labels]
-    for start in range(0, len(rows), max_rows):
-        chunk = rows[start:start + max_rows]
-        mix = mixture[[b for b, _ in chunk]]
-        query = torch.zeros(len(chunk), constants.N_CLASSES, device=device)
-        for r, (_, label) in enumerate(chunk):
-            query[r, constants.CLASS_INDEX[label]] = 1.0
+    for chunk, mix, query in single_query_chunks(mixture, label_lists, max_rows):
         est = model(mix, query)[:, 0]
         for r, (b, label) in enumerate(chunk):
             out[b].append((label, est[r].float()))
     return out
+
+
+def single_query_chunks(mixture, label_lists, max_rows=16):
+    """One batch row per (mixture, label), at most ``max_rows`` rows at a time: yields
+    ``(rows, mixtures, queries)`` with ``rows`` a list of (mixture position, label), the mixtures
+    repeated per row and the 18-d one-hot queries."""
+    rows = [(b, label) for b, labels in enumerate(label_lists) for label in labels]
+    for start in range(0, len(rows), max_rows):
+        chunk = rows[start:start + max_rows]
+        query = torch.zeros(len(chunk), constants.N_CLASSES, device=mixture.device)
+        for r, (_, label) in enumerate(chunk):
+            query[r, constants.CLASS_INDEX[label]] = 1.0
+        yield chunk, mixture[[b for b, _ in chunk]], query

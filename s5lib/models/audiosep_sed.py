@@ -34,12 +34,13 @@ MLP), ``injection.*``, ``dprnn.*`` and ``feedback_bn.*``. CP-JKU's code builds o
 count is theirs minus that FiLM (see tests/test_audiosep_sed.py).
 """
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from s5lib import constants
+from s5lib.config import dataclass_from_dict
 from s5lib.models.blocks import ConditionMLP, DualPathRNN, EmbeddingInjection
 from s5lib.models.resunet import MAGNITUDE_FLOOR, ResUNet30, ResUNetConfig
 
@@ -76,11 +77,8 @@ class GuidanceConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"GuidanceConfig: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        """Build from a (YAML) dict; unknown keys are an error that names them."""
+        return dataclass_from_dict(cls, values)
 
     @property
     def uses_sed(self):
@@ -202,11 +200,7 @@ class AudioSepSED(ResUNet30):
             return_steps: return the list of every step's (B, 1, L) estimate.
         """
         cfg = self.config
-        if mixture.dim() != 3 or mixture.shape[1] != cfg.input_channels:
-            raise ValueError(f"mixture must be (batch, {cfg.input_channels}, samples), "
-                             f"got {tuple(mixture.shape)}")
-        if condition.dim() != 2 or condition.shape[1] != cfg.label_len:
-            raise ValueError(f"condition must be (batch, {cfg.label_len}), got {tuple(condition.shape)}")
+        self.check_inputs(mixture, condition)
         n_iter = int(n_iter or self.default_iterations)
         if n_iter < 1 or (n_iter > 1 and self.feedback_bn is None):
             raise ValueError(f"n_iter {n_iter}: this separator has no refinement feedback "
@@ -226,11 +220,8 @@ class AudioSepSED(ResUNet30):
                 extra = None
                 if self.feedback_bn is not None:
                     extra = self.feedback_features(estimate.detach())
-                maps = self.base.unet(features, film, extra_film, extra, bottleneck_fn)
-                if map_bias is not None:
-                    maps = maps + nn.functional.pad(map_bias, (0, 1)).to(maps.dtype)
-                real, imag = self.base.apply_masks(maps, spec)
-                estimate = self.base.synthesise(real, imag, length)[:, :, 0]     # (B, 1, L)
+                estimate = self.base.separate(spec, features, film, length, extra_film, map_bias,
+                                              extra, bottleneck_fn)[:, :, 0]      # (B, 1, L)
                 if activity is not None:
                     estimate = estimate * activity
             steps.append(estimate)

@@ -92,18 +92,9 @@ def _build_audiosep_sed(cfg, init):
     if audiosep:
         model.audiosep_report = init_from_audiosep(model, audiosep)
     if init:
-        load_strict(model, _separator_weights(init), source=init)
+        load_resunet_checkpoint(model, init)
     model.kind = "audiosep_sed"
     return model
-
-
-def _separator_weights(path):
-    """Prefix-free separator weights of a checkpoint file (Lightning, trainer or state_dict)."""
-    weights = extract_state_dict(load_checkpoint_file(path), prefixes=(), source=path)
-    prefix = detect_prefix(weights, SEPARATOR_ANCHOR)
-    if prefix is None:
-        raise CheckpointError(path, f"no key ends with {SEPARATOR_ANCHOR!r}: not a separator")
-    return strip_prefix(weights, prefix, drop_others=False) if prefix else weights
 
 
 def build_tagger(model_cfg):

@@ -41,12 +41,13 @@ loaded by :func:`s5lib.models.tagger.load_tagger_checkpoint`.
 import math
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from s5lib.config import dataclass_from_dict
 from s5lib.models.checkpoints import CheckpointError, extract_state_dict, load_checkpoint_file, load_strict
 
 DEFAULT_NORM_STATS = (-7.1, 4.2)
@@ -119,11 +120,7 @@ class M2DConfig:
     @classmethod
     def from_dict(cls, values):
         """Build from a (YAML) dict; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"M2DConfig: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
     @classmethod
     def m2d_32k(cls, **overrides):

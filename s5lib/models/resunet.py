@@ -59,6 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blocks import ConditionMLP
 from .checkpoints import (CheckpointError, audiosep_key_map, detect_prefix, extract_state_dict,
                           load_checkpoint_file, load_strict, strip_prefix)
 from .stft import ISTFT, STFT
@@ -418,15 +419,21 @@ class ResUNet30Base(nn.Module):
             imag = imag.reshape(batch, slots, -1, frames, bins)
         return self.istft(real, imag, length)
 
-    def forward(self, mixture, film, extra_film=None, map_bias=None):
-        """mixture (B, C, L) and FiLM biases -> waveforms (B, S, O, L). ``map_bias``: an optional
-        (B, S*M*K, 1, F-1) bias added to the mask maps below the Nyquist bin."""
-        spec, features = self.analyse(mixture)
-        maps = self.unet(features, film, extra_film)
+    def separate(self, spec, features, film, length, extra_film=None, map_bias=None,
+                 extra_channels=None, bottleneck_fn=None):
+        """One U-Net pass from an analysed mixture (:meth:`analyse`) to waveforms (B, S, O, length);
+        ``map_bias``: an optional (B, S*M*K, 1, F-1) bias added to the mask maps below the Nyquist
+        bin; ``extra_channels``, ``bottleneck_fn``: see :meth:`unet`."""
+        maps = self.unet(features, film, extra_film, extra_channels, bottleneck_fn)
         if map_bias is not None:
             maps = maps + F.pad(map_bias, (0, 1)).to(maps.dtype)
         real, imag = self.apply_masks(maps, spec)
-        return self.synthesise(real, imag, mixture.shape[-1])
+        return self.synthesise(real, imag, length)
+
+    def forward(self, mixture, film, extra_film=None, map_bias=None):
+        """mixture (B, C, L) and FiLM biases -> waveforms (B, S, O, L) (see :meth:`separate`)."""
+        spec, features = self.analyse(mixture)
+        return self.separate(spec, features, film, mixture.shape[-1], extra_film, map_bias)
 
 
 def _sub(biases, block):
@@ -466,9 +473,7 @@ class ResUNet30(nn.Module):
         self.base = ResUNet30Base(config)
         if config.use_label_embedding:
             size = config.condition_size
-            self.label_embedding = nn.Sequential(
-                nn.Linear(config.label_len, size), nn.LayerNorm(size), nn.ReLU(),
-                nn.Linear(size, size), nn.LayerNorm(size), nn.ReLU())
+            self.label_embedding = ConditionMLP(config.label_len, size)
         else:
             self.label_embedding = None
         self.film = FiLM(self.base.film_sizes(), config.condition_size)
@@ -531,6 +536,16 @@ class ResUNet30(nn.Module):
         parts = condition.detach().reshape(condition.shape[0], self.config.num_slots, -1)
         return (parts.abs().sum(dim=2) != 0).to(torch.float32)
 
+    def check_inputs(self, mixture, condition):
+        """A clear error for a mixture that is not (B, input_channels, L) or a condition that is
+        not (B, label_len)."""
+        cfg = self.config
+        if mixture.dim() != 3 or mixture.shape[1] != cfg.input_channels:
+            raise ValueError(f"mixture must be (batch, {cfg.input_channels}, samples), "
+                             f"got {tuple(mixture.shape)}")
+        if condition.dim() != 2 or condition.shape[1] != cfg.label_len:
+            raise ValueError(f"condition must be (batch, {cfg.label_len}), got {tuple(condition.shape)}")
+
     def forward(self, mixture, condition, extra_film: Optional[Dict[str, torch.Tensor]] = None):
         """Separate the queried sources.
 
@@ -546,11 +561,7 @@ class ResUNet30(nn.Module):
             samples); slots with an all-zero label give zeros (``zero_silent_slots``).
         """
         cfg = self.config
-        if mixture.dim() != 3 or mixture.shape[1] != cfg.input_channels:
-            raise ValueError(f"mixture must be (batch, {cfg.input_channels}, samples), "
-                             f"got {tuple(mixture.shape)}")
-        if condition.dim() != 2 or condition.shape[1] != cfg.label_len:
-            raise ValueError(f"condition must be (batch, {cfg.label_len}), got {tuple(condition.shape)}")
+        self.check_inputs(mixture, condition)
         film = self.film(self.condition_embedding(condition))
         waveforms = self.base(mixture, film, extra_film, self.mask_bias(condition))
         if cfg.zero_silent_slots and cfg.use_label_embedding:
@@ -563,12 +574,10 @@ class ResUNet30(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------
-def load_resunet_checkpoint(model, path):
-    """Load a DCASE baseline Lightning checkpoint (``resunet.ckpt``/``resunetk.ckpt``) strictly.
-
-    The prefix in front of the module keys is found by locating ``base.stft.conv_real.weight``
-    (the baseline's own rule; normally ``model.``), then every key must match the model.
-    """
+def separator_state_dict(path):
+    """The prefix-free weights of a ResUNet30-based separator file (Lightning, our trainer's or a
+    plain state_dict): the prefix in front of the module keys is found by locating
+    ``base.stft.conv_real.weight`` (the baseline's own rule; normally ``model.``)."""
     checkpoint = load_checkpoint_file(path)
     state_dict = extract_state_dict(checkpoint, prefixes=(), source=path)
     prefix = detect_prefix(state_dict, "base.stft.conv_real.weight")
@@ -577,7 +586,13 @@ def load_resunet_checkpoint(model, path):
                                     "this is not a ResUNet30 checkpoint")
     if prefix:
         state_dict = strip_prefix(state_dict, prefix, drop_others=False)
-    return load_strict(model, state_dict, source=path)
+    return state_dict
+
+
+def load_resunet_checkpoint(model, path):
+    """Load a DCASE baseline Lightning checkpoint (``resunet.ckpt``/``resunetk.ckpt``) strictly:
+    :func:`separator_state_dict`, then every key must match the model."""
+    return load_strict(model, separator_state_dict(path), source=path)
 
 
 def init_from_audiosep(model, path):
