@@ -27,6 +27,9 @@ For every label mode in ``label_modes``:
 
 ``procedure: iterative`` runs a refining separator (CP-JKU) for ``refine_steps`` steps and writes
 every step (``<mode>_step<k>/``, the last one as ``<mode>/``), so stage 5 scores each step;
+``procedure: redux`` runs REDUX's verify / subtract strategy (``strategy:`` options, see
+:mod:`s5lib.infer.redux`) for the tagger label modes, and writes each mixture's path (cases,
+rounds) into ``eval_results.json`` and the counts into ``<mode>/strategy.json``;
 the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (2025) or
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
@@ -48,12 +51,13 @@ from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, r
                               run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
+from s5lib.infer.redux import STRATEGY_DEFAULTS, check_strategy, model_strategy, summarise
 from s5lib.infer.refine import check_procedure, separate_batch_steps
 from s5lib.infer.separate import separate_batch
 from s5lib.infer.tag import DECODE_DEFAULTS, MULTILABEL_KINDS, check_decode, tag_batch
 from s5lib.metrics.naming import source_filename
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.factory import load_model_file
+from s5lib.models.factory import SINGLE_QUERY_KINDS, load_model_file
 
 logger = logging.getLogger("infer")
 
@@ -85,6 +89,9 @@ DEFAULTS = {
     "procedure": "single",
     "refine_steps": 1,
     "keep_steps": True,
+    # procedure redux: REDUX's classify / separate / verify / subtract strategy (s5lib.infer.redux)
+    # for the tagger label modes; oracle labels are separated once
+    "strategy": dict(STRATEGY_DEFAULTS),
     # single-query separators: a (mixture, label) separated for one label mode is reused by the
     # others (the oracle and the tagger's label lists overlap), up to this many MB of waveforms
     "cache_mb": 4096,
@@ -111,8 +118,6 @@ def clear_dir(path):
     for f in os.listdir(path):  # re-runs overwrite, never mix two runs
         os.unlink(os.path.join(path, f))
 
-
-SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed")
 
 
 def separate_rows(separator, mixture, label_lists, cfg, steps):
@@ -169,15 +174,25 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
                                          num_workers=cfg["num_workers"])
     probabilities = [[] for _ in names]
     t0, n_written = time.time(), 0
+    strategy = None
+    if cfg["procedure"] == "redux" and mode != "oracle":
+        strategy = model_strategy(tagger, separator, cfg["decode"], cfg["strategy"])
+    records = {}
     for batch in tqdm(loader, desc=f"infer ({mode} labels)", mininterval=5):
         mixture = batch["mixture"].to(device)
-        if mode == "oracle":
-            tagged = [[(label, 1.0) for label in labels] for labels in target_labels(batch)]
+        if strategy is not None:
+            outputs, paths = strategy.run(mixture)
+            tagged = [[(label, prob) for label, _, prob in row] for row in outputs]
+            per_step = [[[(label, wave) for label, wave, _ in row] for row in outputs]]
+            records.update(zip(batch["index"].tolist(), paths))
         else:
-            tagged = tag_batch(tagger, mixture, **cfg["decode"])
-        label_lists = [[lbl for lbl, _ in t] for t in tagged]
-        per_step = separate_cached(separator, mixture, batch["index"].tolist(), label_lists, cfg,
-                                   steps, cache)
+            if mode == "oracle":
+                tagged = [[(label, 1.0) for label in labels] for labels in target_labels(batch)]
+            else:
+                tagged = tag_batch(tagger, mixture, **cfg["decode"])
+            label_lists = [[lbl for lbl, _ in t] for t in tagged]
+            per_step = separate_cached(separator, mixture, batch["index"].tolist(), label_lists, cfg,
+                                       steps, cache)
         for step_name, estimates, probs in zip(names, per_step, probabilities):
             if step_name is None:
                 continue
@@ -185,6 +200,8 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
             for b, index in enumerate(batch["index"].tolist()):
                 name = dataset.names[index]
                 entry = {"soundscape": name, "estimate": []}
+                if index in records:
+                    entry["strategy"] = records[index]
                 for slot, ((label, wave), (_, prob)) in enumerate(zip(estimates[b], tagged[b])):
                     fname = source_filename(name, label, slot if year == 2026 else None)
                     write_audio(os.path.join(est_dir, fname), wave.cpu().numpy(), constants.SAMPLE_RATE)
@@ -200,6 +217,12 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
         with open(os.path.join(out_dir, step_name, "eval_results.json"), "w") as f:
             json.dump({"probabilities": probs, "label_mode": mode, "refine_step": k,
                        "refine_steps": steps, "rtf": seconds / audio_seconds}, f, indent=1)
+    if strategy is not None:
+        summary = summarise([records[i] for i in sorted(records)])
+        with open(os.path.join(out_dir, mode, "strategy.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        logger.info("%s labels, strategy: final case %s, first-round case %s, rounds %s", mode,
+                    summary["final_case"], summary["first_case"], summary["rounds"])
     logger.info("%s labels: %d estimates for %d mixtures (%d step%s) in %.1f s (RTF %.3f)", mode,
                 n_written, len(dataset), steps, "s" if steps > 1 else "", seconds,
                 seconds / audio_seconds)
@@ -265,6 +288,7 @@ def main(argv=None):
     separator = load_role(cfg, "separator").to(device)
     try:
         steps = check_procedure(separator, cfg["procedure"], cfg["refine_steps"])
+        cfg["strategy"] = check_strategy(cfg["strategy"])
     except ValueError as err:
         raise RecipeError(f"infer: {err}") from None
     taggers = {}

@@ -41,7 +41,8 @@ from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics import sdri
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.factory import START_WEIGHT_KEYS, build_separator, read_model_config
+from s5lib.models.factory import (SINGLE_QUERY_KINDS, START_WEIGHT_KEYS, build_separator,
+                                  read_model_config)
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_separator")
@@ -80,9 +81,6 @@ def pick_query_slot(active, index):
     position = active.to(torch.int64).cumsum(1) - 1  # rank of each active slot among them
     hit = active & (position == choice[:, None])
     return hit.to(torch.int64).argmax(1)
-
-
-SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed")
 
 
 def refinement_depth(step, seed, max_iterations):

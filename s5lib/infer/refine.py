@@ -9,14 +9,14 @@ import torch
 
 from s5lib.infer.separate import single_query_chunks
 
-PROCEDURES = ("single", "iterative")
+PROCEDURES = ("single", "iterative", "redux")  # redux: s5lib.infer.redux
 
 
 def check_procedure(separator, procedure, steps):
     """The number of steps to run (1 for ``single``); a clear error when the separator cannot refine."""
     if procedure not in PROCEDURES:
         raise ValueError(f"procedure must be one of {PROCEDURES}, got {procedure!r}")
-    if procedure == "single":
+    if procedure in ("single", "redux"):
         return 1
     steps = int(steps)
     if steps < 1:

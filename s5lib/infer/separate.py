@@ -1,12 +1,14 @@
 """Label-queried separation of a batch of mixtures, for either separator kind.
 
-``resunetk`` takes all (up to 3) labels of a mixture at once as a 54-d query (3 concatenated
-one-hots, zeros for empty slots); ``resunet`` takes one 18-d one-hot per pass, so every
-(mixture, label) pair is one batch row.
+``resunetk`` / ``resunextk`` take all (up to 3) labels of a mixture at once as a 54-d query (3
+concatenated one-hots, zeros for empty slots); the single-query kinds (``resunet``,
+``resunext``, ``audiosep_sed``) take one 18-d one-hot per pass, so every (mixture, label) pair is
+one batch row.
 """
 import torch
 
 from s5lib import constants
+from s5lib.models.factory import SINGLE_QUERY_KINDS
 
 K = constants.MAX_TARGETS
 
@@ -28,7 +30,7 @@ def separate_batch(model, mixture, label_lists, max_rows=16):
     kind = getattr(model, "kind", "resunetk")
     device = mixture.device
     out = [[] for _ in label_lists]
-    if kind == "resunetk":
+    if kind not in SINGLE_QUERY_KINDS:
         est = model(mixture, slot_query(label_lists, device))  # (B, 3, N)
         for b, labels in enumerate(label_lists):
             out[b] = [(label, est[b, k].float()) for k, label in enumerate(labels)]

@@ -11,6 +11,13 @@
   along time (every frequency row is a sequence) then a path along frequency (every frame is a
   sequence); each path is a multi-layer bidirectional GRU, a linear map back to C, GroupNorm(1, C)
   and a residual connection. After the blocks: PReLU and a 1x1 convolution.
+* :class:`ResNeXtBlock` / :class:`ResNeXtStack` — REDUX's pre-activation ResNeXt bottleneck with an
+  additive FiLM bias after each BatchNorm (:mod:`s5lib.models.resunext`).
+* :class:`AttentionGate` — the attentive residual path that gates a U-Net skip by the up-sampled
+  decoder features.
+
+FiLM biases travel as flat dicts keyed by ``'->'``-joined module paths; :func:`sub_biases` takes the
+part of one sub-module.
 """
 import torch
 import torch.nn as nn
@@ -19,6 +26,19 @@ import torch.nn.functional as F
 LEAKY_SLOPE = 0.01
 STANDARDISE_EPS = 1e-6
 GROUP_NORM_EPS = 1e-8   # the DPRNN paths' GroupNorm (CP-JKU's FaSNet-style DPRNN)
+
+
+def xavier_init(layer):
+    """Xavier-uniform weights and zero bias (the ResUNet30 family's initialisation)."""
+    nn.init.xavier_uniform_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def sub_biases(biases, block):
+    """The entries of a flat FiLM dict that belong to ``block``, with ``block->`` removed."""
+    prefix = block + "->"
+    return {name[len(prefix):]: value for name, value in biases.items() if name.startswith(prefix)}
 
 
 class ConditionMLP(nn.Sequential):
@@ -128,3 +148,83 @@ class DualPathRNN(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.output(self.prelu(x))
+
+
+def group_width(out_channels, cardinality):
+    """Report eq. 1: ``G_C = floor(4 * O_ch / 32) * C``, at least ``C`` (one channel per group)."""
+    return max(1, (4 * int(out_channels)) // 32) * int(cardinality)
+
+
+class ResNeXtBlock(nn.Module):
+    """(BN + FiLM bias -> LeakyReLU -> conv) x3: 1x1 to G_C, grouped 3x3, 1x1 to the output width;
+    identity or 1x1-conv shortcut. Keys ``bn{1,2,3}``, ``conv{1,2,3}``, ``shortcut``."""
+
+    def __init__(self, in_channels, out_channels, cardinality, momentum, conditioned=True):
+        super().__init__()
+        inner = group_width(out_channels, cardinality)
+        self.inner, self.groups, self.conditioned = inner, int(cardinality), conditioned
+        self.bn1 = nn.BatchNorm2d(in_channels, momentum=momentum)
+        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner, momentum=momentum)
+        self.conv2 = nn.Conv2d(inner, inner, 3, padding=1, groups=self.groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(inner, momentum=momentum)
+        self.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        for layer in (self.conv1, self.conv2, self.conv3) + (
+                (self.shortcut,) if self.shortcut is not None else ()):
+            xavier_init(layer)
+
+    def film_sizes(self):
+        if not self.conditioned:
+            return []
+        return [("beta1", self.bn1.num_features), ("beta2", self.bn2.num_features),
+                ("beta3", self.bn3.num_features)]
+
+    def forward(self, x, biases):
+        h = x
+        for i in (1, 2, 3):
+            h = getattr(self, f"bn{i}")(h)
+            if self.conditioned:
+                h = h + biases[f"beta{i}"]
+            h = getattr(self, f"conv{i}")(F.leaky_relu(h, LEAKY_SLOPE))
+        residual = x if self.shortcut is None else self.shortcut(x)
+        return residual + h
+
+
+class ResNeXtStack(nn.ModuleList):
+    """``n`` ResNeXt blocks, the first ``in -> out``, the others ``out -> out`` (keys ``0``, ``1``, ..)."""
+
+    def __init__(self, n, in_channels, out_channels, cardinality, momentum, conditioned):
+        super().__init__(ResNeXtBlock(in_channels if i == 0 else out_channels, out_channels,
+                                      cardinality, momentum, conditioned) for i in range(n))
+
+    def film_sizes(self):
+        return [(f"{i}->{name}", size) for i, block in enumerate(self) for name, size in block.film_sizes()]
+
+    def run(self, x, biases):
+        for i, block in enumerate(self):
+            x = block(x, sub_biases(biases, str(i)))
+        return x
+
+
+class AttentionGate(nn.Module):
+    """Gate a skip (B, C, T, F) by the up-sampled decoder features (B, C, T, F):
+    ``skip * sigmoid(psi(LeakyReLU(BN(conv(skip)) + BN(conv(up)))))``, one map for all channels."""
+
+    def __init__(self, channels, kernel=3, momentum=0.01):
+        super().__init__()
+        inner = max(1, channels // 2)
+        self.skip_conv = nn.Conv2d(channels, inner, kernel, padding=kernel // 2, bias=False)
+        self.skip_bn = nn.BatchNorm2d(inner, momentum=momentum)
+        self.gate_conv = nn.Conv2d(channels, inner, kernel, padding=kernel // 2, bias=False)
+        self.gate_bn = nn.BatchNorm2d(inner, momentum=momentum)
+        self.psi = nn.Conv2d(inner, 1, 1)
+        for layer in (self.skip_conv, self.gate_conv, self.psi):
+            xavier_init(layer)
+
+    def attention_map(self, skip, up):
+        joint = self.skip_bn(self.skip_conv(skip)) + self.gate_bn(self.gate_conv(up))
+        return torch.sigmoid(self.psi(F.leaky_relu(joint, LEAKY_SLOPE)))
+
+    def forward(self, skip, up):
+        return skip * self.attention_map(skip, up)

@@ -9,6 +9,10 @@ Separator::
       hop_length: 160
       init_checkpoint: ""     # a DCASE resunet(k).ckpt to start from (strict)
 
+REDUX separator (``type: resunextk``, 3 slots / ``resunext``, one label per pass;
+:mod:`s5lib.models.resunext`): any ``ResUNeXtConfig`` field (``blocks_per_level``, ``cardinality``,
+``film_scope``, ``attention``, ``spec_augment``, ``freq_mask``, ``time_mask``, ...).
+
 CP-JKU separator (``type: audiosep_sed``, :mod:`s5lib.models.audiosep_sed`): any ResUNetConfig field
 (defaults n_fft 2048, hop 160, one 18-d query), the guidance switches of ``GuidanceConfig``
 (``time_film``, ``embedding_injection``, ``sed_trainable``, ``dprnn``, ``refine_iterations``, ...),
@@ -40,10 +44,14 @@ from s5lib.models.audiosep_sed import AudioSepSED, GuidanceConfig, audiosep_sed_
 from s5lib.models.m2d import M2DConfig, load_m2d_pth, load_pretrained_sed
 from s5lib.models.resunet import (ResUNet30, ResUNetConfig, init_from_audiosep,
                                   load_resunet_checkpoint)
+from s5lib.models.resunext import AttResUNeXt, ResUNeXtConfig
 from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial, SEDTagger,
                                  load_tagger_checkpoint, set_trainable)
 
-SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed")
+SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed", "resunext", "resunextk")
+# separators that take one 18-d label per pass (one batch row per (mixture, label)); the others
+# take the 3 slots of a mixture at once as a 54-d query
+SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed", "resunext")
 TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed")
 # model-file keys that name weights to start from: the weights of the file being loaded replace them
 START_WEIGHT_KEYS = ("init_checkpoint", "pretrained_m2d", "pretrained_sed", "sed_checkpoint",
@@ -51,7 +59,7 @@ START_WEIGHT_KEYS = ("init_checkpoint", "pretrained_m2d", "pretrained_sed", "sed
 
 
 def build_separator(model_cfg):
-    """ResUNet30 from a config dict; returns the module (``.kind`` says resunet/resunetk)."""
+    """A separator from a config dict; returns the module (``.kind`` is the type name)."""
     cfg = copy.deepcopy(dict(model_cfg))
     kind = cfg.pop("type", "resunetk")
     init = cfg.pop("init_checkpoint", "") or ""
@@ -61,11 +69,15 @@ def build_separator(model_cfg):
         cfg["channels"] = tuple(cfg["channels"])
     if kind == "audiosep_sed":
         return _build_audiosep_sed(cfg, init)
-    if kind == "resunet":
-        config = ResUNetConfig.dcase2025_resunet(**cfg)
+    single = dict(num_slots=1, label_len=constants.N_CLASSES)
+    if kind == "resunext":
+        model = AttResUNeXt(ResUNeXtConfig(**{**single, **cfg}))
+    elif kind == "resunextk":
+        model = AttResUNeXt(ResUNeXtConfig(**cfg))
+    elif kind == "resunet":
+        model = ResUNet30(ResUNetConfig.dcase2025_resunet(**cfg))
     else:
-        config = ResUNetConfig.dcase2025_resunetk(**cfg)
-    model = ResUNet30(config)
+        model = ResUNet30(ResUNetConfig.dcase2025_resunetk(**cfg))
     if init:
         load_resunet_checkpoint(model, init)
     model.kind = kind
@@ -214,6 +226,11 @@ def separator_config_from_weights(weights, source):
                                       "SED and switches cannot all be read from the weights; give "
                                       "its config file (infer: --separator_config; run.sh: "
                                       "--separator_checkpoint_config)")
+    if "base.encoder1.blocks.0.conv1.weight" in weights:
+        raise CheckpointError(source, "an attentive ResUNeXt (keys base.encoder1.blocks.*): its "
+                                      "blocks per level, cardinality and switches are not all in "
+                                      "the weights; give its config file (infer: "
+                                      "--separator_config; run.sh: --separator_checkpoint_config)")
     if "label_embedding.0.weight" not in weights:
         raise CheckpointError(source, "no 'label_embedding.0.weight': not a label-queried ResUNet30 "
                                       "(an AudioSep file initialises a separator through its config)")

@@ -59,13 +59,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import ConditionMLP
+from .blocks import LEAKY_SLOPE, ConditionMLP, sub_biases as _sub, xavier_init as _xavier
 from .checkpoints import (CheckpointError, audiosep_key_map, detect_prefix, extract_state_dict,
                           load_checkpoint_file, load_strict, strip_prefix)
 from .stft import ISTFT, STFT
 
 MASK_MAPS_PER_TYPE = {"mag_phase": 3, "real_imag": 2, "complex": 2}
-LEAKY_SLOPE = 0.01
 PHASOR_FLOOR = 1e-10      # floor of |phasor| before normalising the phase maps (as torchlibrosa)
 MAGNITUDE_FLOOR = 1e-10   # floor of |Y|^2 before the square root (mixture phase at silent bins)
 TIME_DOWNSAMPLE = 32      # 2 ** (number of time-pooling encoder blocks)
@@ -105,10 +104,16 @@ class ResUNetConfig:
     # their pre_conv kernel starts at zero, so a fresh model ignores them
     extra_input_channels: int = 0
 
+    # U-Net geometry (a subclass with other levels overrides these)
+    ENCODER_LEVELS = 6
+    TIME_DOWNSAMPLE = TIME_DOWNSAMPLE
+    FREQ_DOWNSAMPLE = FREQ_DOWNSAMPLE
+
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
-        if len(self.channels) != 6:
-            raise ValueError(f"ResUNet30 needs 6 encoder widths, got {self.channels}")
+        if len(self.channels) != self.ENCODER_LEVELS:
+            raise ValueError(f"{type(self).__name__} needs {self.ENCODER_LEVELS} encoder widths, "
+                             f"got {self.channels}")
         if self.mask_type not in MASK_MAPS_PER_TYPE:
             raise ValueError(f"mask_type must be one of {sorted(MASK_MAPS_PER_TYPE)}, "
                              f"not {self.mask_type!r}")
@@ -117,8 +122,8 @@ class ResUNetConfig:
         if self.input_features not in ("magnitude", "real_imag"):
             raise ValueError(f"input_features must be 'magnitude' or 'real_imag', "
                              f"not {self.input_features!r}")
-        if (self.n_fft // 2) % FREQ_DOWNSAMPLE != 0:
-            raise ValueError(f"n_fft // 2 must be a multiple of {FREQ_DOWNSAMPLE} "
+        if (self.n_fft // 2) % self.FREQ_DOWNSAMPLE != 0:
+            raise ValueError(f"n_fft // 2 must be a multiple of {self.FREQ_DOWNSAMPLE} "
                              f"(got n_fft={self.n_fft})")
         if self.label_len % self.num_slots != 0:
             raise ValueError(f"label_len {self.label_len} is not a multiple of num_slots "
@@ -135,7 +140,7 @@ class ResUNetConfig:
 
     @property
     def encoder_widths(self):
-        """The 6 encoder block widths after the ``width`` multiplier."""
+        """The encoder block widths after the ``width`` multiplier."""
         return tuple(max(1, int(round(c * self.width))) for c in self.channels)
 
     @property
@@ -173,12 +178,6 @@ class ResUNetConfig:
 # ----------------------------------------------------------------------------------------------
 # Blocks
 # ----------------------------------------------------------------------------------------------
-def _xavier(layer):
-    nn.init.xavier_uniform_(layer.weight)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-
-
 def _add_time_bias(x, bias):
     """Add a FiLM bias of shape (B, C, 1, 1) or (B, C, T', 1); T' is resampled to x's time axis."""
     if bias is None:
@@ -269,38 +268,35 @@ ENCODER_POOLS = ((2, 2), (2, 2), (2, 2), (2, 2), (2, 2), (1, 2))
 DECODER_UPSAMPLES = ((1, 2), (2, 2), (2, 2), (2, 2), (2, 2), (2, 2))
 
 
-class ResUNet30Base(nn.Module):
-    """The U-Net with its STFT front end and mask back end (upstream ``ResUNet30_Base``)."""
+class MaskingUNetBase(nn.Module):
+    """What every spectrogram-masking U-Net of the toolkit shares: the STFT front end (``stft``,
+    ``istft``, ``bn0``, ``pre_conv``), the mask head (``after_conv``, masks, ``out_conv``, iSTFT)
+    and the padding rules. A subclass builds its blocks between :meth:`build_front_end` and
+    :meth:`build_back_end` (the registration order is the state_dict order) and implements
+    ``unet(features, film, extra_film, extra_channels, bottleneck_fn)`` between
+    :meth:`unet_input` and :meth:`unet_output`."""
 
-    def __init__(self, config: ResUNetConfig):
-        super().__init__()
-        self.config = config
-        cfg = config
-        widths, bottleneck = cfg.encoder_widths, cfg.bottleneck_width
+    def build_front_end(self, config, width):
+        cfg = self.config = config
         stft_args = dict(n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
                          window=cfg.window, center=cfg.center, pad_mode=cfg.pad_mode)
         self.stft = STFT(**stft_args)
         self.istft = ISTFT(**stft_args)
         self.bn0 = nn.BatchNorm2d(cfg.n_fft // 2 + 1, momentum=cfg.momentum)
-        feature_channels = cfg.input_channels * (1 if cfg.input_features == "magnitude" else 2)
-        self.pre_conv = nn.Conv2d(feature_channels + cfg.extra_input_channels, widths[0], 1)
-        encoder_inputs = (widths[0],) + widths[:-1]
-        for name, cin, cout, pool in zip(ENCODER_NAMES, encoder_inputs, widths, ENCODER_POOLS):
-            self.add_module(name, EncoderBlock(cin, cout, pool, cfg.momentum))
-        self.add_module(BOTTLENECK_NAME, EncoderBlock(widths[-1], bottleneck, (1, 1), cfg.momentum))
-        decoder_inputs = (bottleneck,) + tuple(reversed(widths[1:]))
-        decoder_outputs = tuple(reversed(widths))
-        for name, cin, cout, up in zip(DECODER_NAMES, decoder_inputs, decoder_outputs, DECODER_UPSAMPLES):
-            self.add_module(name, DecoderBlock(cin, cout, up, cfg.momentum))
+        self.feature_channels = cfg.input_channels * (1 if cfg.input_features == "magnitude" else 2)
+        self.pre_conv = nn.Conv2d(self.feature_channels + cfg.extra_input_channels, width, 1)
+
+    def build_back_end(self, width):
+        cfg = self.config
         mask_channels = cfg.input_channels if cfg.channel_mix else cfg.output_channels
         self.mask_channels = mask_channels
-        self.after_conv = nn.Conv2d(widths[0], cfg.num_slots * mask_channels * cfg.mask_maps, 1)
+        self.after_conv = nn.Conv2d(width, cfg.num_slots * mask_channels * cfg.mask_maps, 1)
         self.out_conv = nn.Conv2d(cfg.input_channels, cfg.output_channels, 1) if cfg.channel_mix else None
         for layer in (self.pre_conv, self.after_conv):
             _xavier(layer)
         if cfg.extra_input_channels:
             with torch.no_grad():
-                self.pre_conv.weight[:, feature_channels:] = 0.0
+                self.pre_conv.weight[:, self.feature_channels:] = 0.0
         if cfg.mask_init is not None:
             self.init_identity_masks(cfg.mask_init)
         if self.out_conv is not None:
@@ -331,13 +327,6 @@ class ResUNet30Base(nn.Module):
             self.after_conv.weight.zero_()
             self.after_conv.bias.copy_(bias.flatten())
 
-    def film_sizes(self):
-        """Flat FiLM names ('encoder_block1->conv_block1->beta1', ...) and widths, in reference order."""
-        sizes = []
-        for name in ENCODER_NAMES + (BOTTLENECK_NAME,) + DECODER_NAMES:
-            sizes += [(f"{name}->{inner}", size) for inner, size in getattr(self, name).film_sizes()]
-        return sizes
-
     # -- front end ---------------------------------------------------------------------------
     def analyse(self, mixture):
         """mixture (B, C, L) -> complex STFT (B, C, T, F) and U-Net input features (B, C', T, F)."""
@@ -349,36 +338,28 @@ class ResUNet30Base(nn.Module):
             features = torch.cat((spec.real, spec.imag), dim=1)
         return spec, features
 
-    def unet(self, features, film, extra_film=None, extra_channels=None, bottleneck_fn=None):
-        """U-Net from input features (B, C', T, F) to mask maps (B, S*C*K, T, F).
-
-        ``extra_channels``: (B, extra_input_channels, T, F), already normalised, concatenated
-        after ``bn0``; ``bottleneck_fn``: a function (B, C, T', F') -> (B, C, T', F') applied to
-        the bottleneck block's output before the decoder (CP-JKU's injection and DPRNN).
-        """
-        extra_film = extra_film or {}
-        num_frames = features.shape[2]
+    def unet_input(self, features, extra_channels=None):
+        """Input features (B, C', T, F) -> ``pre_conv`` output: ``bn0`` over frequency, the extra
+        channels (already normalised) appended, time padded to a multiple of the U-Net's time
+        down-sampling, the Nyquist bin dropped."""
         x = self.bn0(features.transpose(1, 3)).transpose(1, 3)
         if extra_channels is not None:
             x = torch.cat((x, extra_channels.to(x.dtype)), dim=1)
-        pad_frames = (-num_frames) % TIME_DOWNSAMPLE
+        x = self.augment(x)
+        pad_frames = (-features.shape[2]) % self.config.TIME_DOWNSAMPLE
         x = F.pad(x, (0, 0, 0, pad_frames))[..., :-1]   # pad time, drop the Nyquist bin
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.pre_conv(x)
-        skips = []
-        for name in ENCODER_NAMES:
-            x, before_pool = getattr(self, name)(x, _sub(film, name), _sub(extra_film, name))
-            skips.append(before_pool)
-        x, _ = getattr(self, BOTTLENECK_NAME)(x, _sub(film, BOTTLENECK_NAME),
-                                              _sub(extra_film, BOTTLENECK_NAME))
-        if bottleneck_fn is not None:
-            x = bottleneck_fn(x)
-        for name, skip in zip(DECODER_NAMES, reversed(skips)):
-            x = getattr(self, name)(x, skip, _sub(film, name), _sub(extra_film, name))
-        x = self.after_conv(x)
-        x = F.pad(x, (0, 1))[:, :, :num_frames, :]      # restore the Nyquist bin, drop padding
+        return self.pre_conv(x)
+
+    def augment(self, x):
+        """Training-time augmentation of the normalised input (none here; ResUNeXt's SpecAugment)."""
         return x
+
+    def unet_output(self, x, num_frames):
+        """Last decoder features -> mask maps with the Nyquist bin restored and the padding cut."""
+        x = self.after_conv(x)
+        return F.pad(x, (0, 1))[:, :, :num_frames, :]
 
     # -- back end ----------------------------------------------------------------------------
     def apply_masks(self, maps, spec):
@@ -436,10 +417,51 @@ class ResUNet30Base(nn.Module):
         return self.separate(spec, features, film, mixture.shape[-1], extra_film, map_bias)
 
 
-def _sub(biases, block):
-    """The entries of a flat FiLM dict that belong to ``block``, with ``block->`` removed."""
-    prefix = block + "->"
-    return {name[len(prefix):]: value for name, value in biases.items() if name.startswith(prefix)}
+class ResUNet30Base(MaskingUNetBase):
+    """The U-Net with its STFT front end and mask back end (upstream ``ResUNet30_Base``)."""
+
+    def __init__(self, config: ResUNetConfig):
+        super().__init__()
+        widths, bottleneck = config.encoder_widths, config.bottleneck_width
+        self.build_front_end(config, widths[0])
+        momentum = config.momentum
+        encoder_inputs = (widths[0],) + widths[:-1]
+        for name, cin, cout, pool in zip(ENCODER_NAMES, encoder_inputs, widths, ENCODER_POOLS):
+            self.add_module(name, EncoderBlock(cin, cout, pool, momentum))
+        self.add_module(BOTTLENECK_NAME, EncoderBlock(widths[-1], bottleneck, (1, 1), momentum))
+        decoder_inputs = (bottleneck,) + tuple(reversed(widths[1:]))
+        decoder_outputs = tuple(reversed(widths))
+        for name, cin, cout, up in zip(DECODER_NAMES, decoder_inputs, decoder_outputs, DECODER_UPSAMPLES):
+            self.add_module(name, DecoderBlock(cin, cout, up, momentum))
+        self.build_back_end(widths[0])
+
+    def film_sizes(self):
+        """Flat FiLM names ('encoder_block1->conv_block1->beta1', ...) and widths, in reference order."""
+        sizes = []
+        for name in ENCODER_NAMES + (BOTTLENECK_NAME,) + DECODER_NAMES:
+            sizes += [(f"{name}->{inner}", size) for inner, size in getattr(self, name).film_sizes()]
+        return sizes
+
+    def unet(self, features, film, extra_film=None, extra_channels=None, bottleneck_fn=None):
+        """U-Net from input features (B, C', T, F) to mask maps (B, S*C*K, T, F).
+
+        ``extra_channels``: (B, extra_input_channels, T, F), already normalised, concatenated
+        after ``bn0``; ``bottleneck_fn``: a function (B, C, T', F') -> (B, C, T', F') applied to
+        the bottleneck block's output before the decoder (CP-JKU's injection and DPRNN).
+        """
+        extra_film = extra_film or {}
+        x = self.unet_input(features, extra_channels)
+        skips = []
+        for name in ENCODER_NAMES:
+            x, before_pool = getattr(self, name)(x, _sub(film, name), _sub(extra_film, name))
+            skips.append(before_pool)
+        x, _ = getattr(self, BOTTLENECK_NAME)(x, _sub(film, BOTTLENECK_NAME),
+                                              _sub(extra_film, BOTTLENECK_NAME))
+        if bottleneck_fn is not None:
+            x = bottleneck_fn(x)
+        for name, skip in zip(DECODER_NAMES, reversed(skips)):
+            x = getattr(self, name)(x, skip, _sub(film, name), _sub(extra_film, name))
+        return self.unet_output(x, features.shape[2])
 
 
 class FiLM(nn.Module):
@@ -467,10 +489,13 @@ class ResUNet30(nn.Module):
     39,034,949.
     """
 
+    base_class = ResUNet30Base
+    config_class = ResUNetConfig
+
     def __init__(self, config: Optional[ResUNetConfig] = None):
         super().__init__()
-        self.config = config = config or ResUNetConfig()
-        self.base = ResUNet30Base(config)
+        self.config = config = config or self.config_class()
+        self.base = self.base_class(config)
         if config.use_label_embedding:
             size = config.condition_size
             self.label_embedding = ConditionMLP(config.label_len, size)
