@@ -418,6 +418,57 @@ def seed_table(summaries, metric=None):
     return "\n".join(lines)
 
 
+def strategy_counts_path(summary_path, summary):
+    """Where the strategy counts of a scored decode lie: ``<decode>/<label mode>/strategy.json``
+    beside ``<decode>/scores/<label mode>/summary.json`` (written by ``procedure: redux``)."""
+    decode_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(summary_path))))
+    return os.path.join(decode_dir, summary.get("label_mode") or "estimated", "strategy.json")
+
+
+STRATEGY_CASES = ("I", "II", "IV", "empty")
+
+
+def strategy_table(items):
+    """Markdown: per experiment (seed token removed) and label source of the decodes that ran
+    REDUX's strategy, the mean number of mixtures (over seeds) whose strategy ended in each case,
+    those that went through a case-III round, the mean rounds and separator calls per mixture.
+    ``items``: (summary.json path, summary) pairs; decodes without ``strategy.json`` are left out."""
+    groups = OrderedDict()
+    for path, summary in items:
+        if summary.get("anchor"):
+            continue
+        counts_path = strategy_counts_path(path, summary)
+        if not os.path.isfile(counts_path):
+            continue
+        with open(counts_path) as f:
+            counts = json.load(f)
+        key = (summary.get("recipe") or "", seed_group_name(summary.get("tag") or ""),
+               summary.get("label_mode") or "estimated")
+        groups.setdefault(key, []).append(counts)
+    if not groups:
+        return "No decode ran the strategy (procedure: redux)."
+    header = (["Recipe", "Experiment", "Labels", "Seeds", "Mixtures"]
+              + [f"case {c}" for c in STRATEGY_CASES] + ["via III", "rounds", "separations"])
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|---:|---:|" + "---:|" * (len(header) - 5)]
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    for (recipe, experiment, mode), runs in groups.items():
+        n_mix = mean([r["mixtures"] for r in runs])
+        cases = [mean([r["final_case"].get(c, 0) for r in runs]) for c in STRATEGY_CASES]
+        via3 = mean([sum(n for path, n in r["paths"].items() if "III" in path.split(">")) for r in runs])
+        rounds = mean([sum(int(k) * v for k, v in r["rounds"].items()) / max(1, r["mixtures"]) for r in runs])
+        calls = mean([r["separator_calls"] / max(1, r["mixtures"]) for r in runs])
+        lines.append("| " + " | ".join([recipe, experiment, mode, str(len(runs)), f"{n_mix:g}"]
+                                       + [f"{c:g}" for c in cases]
+                                       + [f"{via3:g}", f"{rounds:.2f}", f"{calls:.2f}"]) + " |")
+    lines += ["", "Counts are mixtures (mean over seeds) whose strategy ended in each case; 'via III' "
+                  "counts those that subtracted and re-ran at least once; rounds and separations are "
+                  "per mixture (s5lib.infer.redux)."]
+    return "\n".join(lines)
+
+
 def refinement_curves(summaries, metric=None):
     """{(recipe, experiment without seed): {label source: [(step, mean, std, n)]}} of the decodes
     with refinement steps (``<source>_step<k>`` label modes; the plain mode is the last step)."""
@@ -476,7 +527,7 @@ def plot_refinement_curves(curves, path, metric_name="CA-SDRi"):
     return True
 
 
-def write_results_md(recipe_dir, experiments, path, title=None):
+def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=None):
     """Write a generated RESULTS.md.
 
     Args:
@@ -484,6 +535,8 @@ def write_results_md(recipe_dir, experiments, path, title=None):
         experiments: list of (name, summary_dict, command). Entries sharing a name form one
             table with one row per label mode (estimated labels, oracle labels, ...).
         path: where to write.
+        summary_paths: the summary.json file of each experiment entry (same order), when known:
+            decodes that ran REDUX's strategy get a table of its per-case counts.
     """
     name = os.path.basename(os.path.normpath(os.path.abspath(recipe_dir)))
     lines = [GENERATED_NOTE, "", f"# Results: {title or name}", "", "## Environment", "",
@@ -519,6 +572,13 @@ def write_results_md(recipe_dir, experiments, path, title=None):
                   "std (number of seeds) of the main measure; refinement steps as rows "
                   "(`python -m s5lib.bin.compare --seed_table`).", "",
                   seed_table([summary for _, summary, _ in experiments]), ""]
+    if summary_paths:
+        items = list(zip(summary_paths, [summary for _, summary, _ in experiments]))
+        if any(os.path.isfile(strategy_counts_path(p, s)) for p, s in items if not s.get("anchor")):
+            lines += ["## Strategy cases", "",
+                      "The decodes that ran REDUX's classify / separate / verify / subtract strategy "
+                      "(`python -m s5lib.bin.compare --strategy_table`).", "",
+                      strategy_table(items), ""]
     text = "\n".join(lines)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

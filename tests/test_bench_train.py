@@ -83,7 +83,7 @@ def test_head_only_tagger_trains_the_head_only(tmp_path):
 def test_unknown_model_is_refused():
     with pytest.raises(RecipeError, match=r"--model must be one of separator, tagger_2025_head, "
                                           r"tagger_2025, tagger_2026_4c, cpjku_separator, "
-                                          r"cpjku_separator_iter3, all, cpjku; got 'nope'"):
+                                          r"cpjku_separator_iter3, all, cpjku, redux_separator; got 'nope'"):
         bench_train.main(["--model", "nope", "--device", "cpu"])
 
 
@@ -103,6 +103,13 @@ def test_gpu_preset_gives_each_model_its_batch_size():
     _, models = bench_train.plan(["--preset", "gpu", "--model", "all", "--batch_size", "4",
                                   "--compile", "true"])
     assert all(opts["batch_size"] == 4 and opts["compile"] is True for _, opts in models)
+
+
+def test_redux_separator_trains(capsys, tmp_path, bank_root):
+    lines = run_bench(capsys, tmp_path, bank_root, "redux_separator", "--parts", "a", "--steps", "2")
+    setup = next(line for line in lines if line.startswith("[setup]"))
+    assert "attentive ResUNeXt" in setup and "1 ResNeXt blocks per level" in setup
+    assert any(line.startswith("[a] train, model alone") for line in lines)
 
 
 def test_cpjku_separators_train_and_time_refinement_steps(capsys, tmp_path, bank_root):

@@ -52,10 +52,11 @@ def cpjku_recipe(tmp_path):
     return recipe
 
 
-def run(recipe, *args, script="./run.sh"):
+def run(recipe, *args, script="./run.sh", timeout=900):
+    """A recipe script run in ``recipe`` with this checkout's s5lib (test_recipe_redux uses it too)."""
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run([script, *args], cwd=recipe, env=env, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=timeout)
 
 
 def test_cpjku_all_stages_iterative_with_three_label_sources(cpjku_recipe):

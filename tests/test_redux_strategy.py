@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from s5lib import constants
-from s5lib.infer.redux import (MixtureState, ReduxStrategy, best_labels, check_strategy, summarise,
-                               waveform_verifier)
+from s5lib.infer.redux import (MixtureState, ReduxStrategy, best_labels, check_strategy,
+                               model_strategy, summarise, waveform_verifier)
+from s5lib.models.factory import build_separator, build_tagger
 
 A, B, C, X, Y = constants.CLASSES[:5]
 POSITION = {label: k for k, label in enumerate(constants.CLASSES[:6])}
@@ -250,3 +251,28 @@ def test_waveform_verifier_on_a_model():
     verdicts = verify(torch.cat((loud[:1], quiet[:1])))
     assert verdicts[0][0] == constants.CLASSES[2] and verdicts[0][1] > 0.9
     assert verdicts[1][0] is None
+
+
+@pytest.mark.parametrize("separator_type, tagger_type", [("resunetk", "m2d_2026"),
+                                                         ("resunext", "m2d_2025")])
+def test_the_toolkit_models_fill_every_position(separator_type, tagger_type):
+    torch.manual_seed(0)
+    tagger = build_tagger({"type": tagger_type, "m2d": {"embed_dim": 16, "depth": 1, "num_heads": 2,
+                                                        "patch_size": [80, 8]}}).eval()
+    sizes = ({"channels": [4, 4, 8, 8, 8, 8]} if separator_type == "resunetk"
+             else {"channels": [4, 4, 8, 8, 8], "pre_channels": 4, "blocks_per_level": 1,
+                   "intermediate_blocks": 1})
+    separator = build_separator(dict(type=separator_type, bottleneck_channels=8, condition_size=8,
+                                     n_fft=256, hop_length=128, **sizes)).eval()
+    decode = {"threshold": 0.5, "min_labels": 1, "max_labels": 3}
+    if tagger_type == "m2d_2026":
+        decode = {"min_confidence": 0.0}
+    strategy = model_strategy(tagger, separator, decode, {"max_rounds": 2})
+    mixtures = torch.randn(2, constants.N_FOA_CHANNELS, constants.N_SAMPLES) * 0.01
+    with torch.inference_mode():
+        outputs, records = strategy.run(mixtures)
+    for row, record in zip(outputs, records):
+        assert record["case"] in ("I", "II", "IV", "empty") and 1 <= record["rounds"] <= 2
+        for label, wave, prob in row:
+            assert label in constants.CLASSES and wave.shape == (constants.N_SAMPLES,)
+            assert 0.0 <= prob <= 1.0 and torch.isfinite(wave).all()

@@ -17,7 +17,10 @@ to end with on-the-fly synthesis) and inference speed.
   Time-FiLM, embedding injection, the trainable M2D SED inside; batch 2); ``cpjku_separator_iter3``:
   the same + DPRNN with iterative refinement N = 3 (n_iter ~ U{1..3} per update, batch 1); part c
   then also times 1, 2 and 3 refinement steps (the cost of one more step); ``cpjku``: both. On a
-  GPU: ``--preset gpu --model cpjku``.
+  GPU: ``--preset gpu --model cpjku``;
+* ``redux_separator``: REDUX's attentive ResUNeXt (egs/redux: 3 slots, 8 ResNeXt blocks per level
+  at full size, 44.6 M parameters; SpecAugment on, as in its second training phase; batch 5 as the
+  baseline's). On a GPU: ``--preset gpu --model redux_separator``.
 
 The taggers use the loss of stage 2 (:func:`s5lib.bin.train_tagger.make_loss_step`: BCE on
 ``label_vector`` for 2025, slot PIT cross-entropy on ``label_index`` for 2026) and train on the
@@ -107,7 +110,7 @@ from s5lib.config import parse_config
 DEFAULTS = {
     "preset": None,            # gpu: every model at full size on a GPU node (module docstring)
     "model": "separator",      # separator | tagger_2025_head | tagger_2025 | tagger_2026_4c | all
-                               # | cpjku_separator | cpjku_separator_iter3 | cpjku
+                               # | cpjku_separator | cpjku_separator_iter3 | cpjku | redux_separator
     "size": "tiny",            # tiny | full
     "batch_size": None,        # default: the model's own (separator 5; taggers: see TAGGERS)
     "steps": 20,
@@ -145,7 +148,14 @@ MODELS = ("separator", "tagger_2025_head", "tagger_2025", "tagger_2026_4c")
 # CP-JKU's AudioSep-SED separator (egs/cpjku): plain, and iterative (+ DPRNN, N = 3); --model cpjku
 # runs both; not part of 'all' (the baseline's trainers)
 CPJKU_MODELS = ("cpjku_separator", "cpjku_separator_iter3")
-SEPARATORS = ("separator",) + CPJKU_MODELS
+# REDUX's attentive ResUNeXt (egs/redux), phase 2 (SpecAugment on)
+REDUX_MODELS = ("redux_separator",)
+SEPARATORS = ("separator",) + CPJKU_MODELS + REDUX_MODELS
+REDUX_TINY = {"type": "resunextk", "channels": [8, 16, 16, 32, 32], "pre_channels": 8,
+              "bottleneck_channels": 32, "blocks_per_level": 1, "intermediate_blocks": 3,
+              "condition_size": 64, "n_fft": 512, "hop_length": 256, "momentum": 0.1,
+              "spec_augment": True, "freq_mask": 40, "time_mask": 50}   # egs/redux/conf/separator.yaml
+REDUX_FULL = {"type": "resunextk", "spec_augment": True}           # egs/redux/conf/full/separator.yaml
 CPJKU_TINY_SED = {"m2d": {"embed_dim": 96, "depth": 3, "num_heads": 3, "patch_size": [80, 8]},
                   "seq_len": 250}
 CPJKU_TINY = {"type": "audiosep_sed", "channels": [8, 16, 16, 32, 32, 32], "bottleneck_channels": 32,
@@ -244,7 +254,7 @@ def resolve_options(cfg):
     """Apply ``--preset`` (explicit command-line keys still win) and check the values."""
     if cfg["preset"] not in (None, "gpu"):
         raise RecipeError(f"--preset must be gpu (or left out), got {cfg['preset']!r}")
-    choices = MODELS + CPJKU_MODELS + ("all", "cpjku")
+    choices = MODELS + CPJKU_MODELS + ("all", "cpjku") + REDUX_MODELS
     if cfg["model"] not in choices:
         raise RecipeError(f"--model must be one of {', '.join(choices)}; got {cfg['model']!r}")
     if cfg["size"] not in ("tiny", "full"):
@@ -541,6 +551,14 @@ def build_separator_trainer(cfg, dist, name="separator"):
                 f" parameters, of which SED {n_sed:,}; n_fft {model.config.n_fft}, dprnn "
                 f"{model.guidance.dprnn}, refinement N = {n_iter}: n_iter ~ U{{1..{n_iter}}})")
         param_groups = [{"match": r"sed\.", "lr": 4e-4, "layer_decay": 0.9}]
+    elif name in REDUX_MODELS:
+        model = build_separator(REDUX_TINY if cfg["size"] == "tiny" else REDUX_FULL)
+        loss_step = make_loss_step("resunextk", "masked_multislot_neg_snr", {}, segment)
+        blocks = model.config.blocks_per_level
+        what = (f"separator {cfg['size']} attentive ResUNeXt ({sum(p.numel() for p in model.parameters()):,}"
+                f" parameters; {blocks} ResNeXt blocks per level, cardinality {model.config.cardinality}, "
+                f"SpecAugment on)")
+        param_groups = []
     else:
         model = build_separator(TINY_SEPARATOR if cfg["size"] == "tiny" else FULL_SEPARATOR)
         loss_step = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, segment)

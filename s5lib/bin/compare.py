@@ -5,6 +5,8 @@ Usage::
     python -m s5lib.bin.compare --results egs/*/exp/**/summary.json --out cmp.md --csv cmp.csv
     python -m s5lib.bin.compare --results egs/baseline egs/cpjku      # folders are searched
     python -m s5lib.bin.compare --seed_table --results egs/cpjku/exp egs/baseline/exp  # ablations
+    python -m s5lib.bin.compare --seed_table --metric label_accuracy --results egs/redux/exp
+    python -m s5lib.bin.compare --strategy_table --results egs/redux/exp   # REDUX's case counts
 
 One row per scoring run (recipe, experiment, year, label mode), one column per measure
 (CA-SDRi / CAPI-SDRi, accuracies, SDRi/SDR/SI-SDR over TP sources, mixtures, skipped).
@@ -16,7 +18,7 @@ import os
 import sys
 
 from s5lib.results import comparison_rows, find_summaries, load_summary, plot_refinement_curves, \
-    refinement_curves, rows_to_markdown, seed_table, write_csv
+    refinement_curves, rows_to_markdown, seed_table, strategy_table, write_csv
 
 SORT_KEYS = ("none", "recipe", "score")
 
@@ -47,6 +49,12 @@ def main(argv=None):
     parser.add_argument("--plot", default=None,
                         help="with --seed_table: a PNG of the measure after every refinement step "
                              "(the decodes that have steps), one panel per experiment")
+    parser.add_argument("--metric", default=None,
+                        help="with --seed_table: the measure of the cells (a key of the summaries' "
+                             "metrics, e.g. label_accuracy; default: CA-SDRi / CAPI-SDRi)")
+    parser.add_argument("--strategy_table", action="store_true",
+                        help="the per-case counts of the decodes that ran REDUX's strategy "
+                             "(procedure: redux), mean over seeds")
     args = parser.parse_args(argv)
     try:
         paths = find_summaries(args.results)
@@ -54,8 +62,17 @@ def main(argv=None):
     except ValueError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
+    if args.strategy_table:
+        write_markdown(strategy_table(list(zip(paths, summaries))), args.out)
+        return 0
+    if args.metric and not args.seed_table:
+        print("ERROR: --metric goes with --seed_table", file=sys.stderr)
+        return 1
     if args.seed_table:
-        text = seed_table(summaries)
+        if args.metric and not any(args.metric in s["metrics"] for s in summaries):
+            print(f"ERROR: no summary has the measure {args.metric!r}", file=sys.stderr)
+            return 1
+        text = seed_table(summaries, args.metric)
         if args.plot:
             if plot_refinement_curves(refinement_curves(summaries), args.plot):
                 print(f"Wrote {args.plot}")

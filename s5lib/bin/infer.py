@@ -119,7 +119,6 @@ def clear_dir(path):
         os.unlink(os.path.join(path, f))
 
 
-
 def separate_rows(separator, mixture, label_lists, cfg, steps):
     """Per refinement step (one entry for ``procedure: single``), the estimates of every label."""
     if cfg["procedure"] == "iterative":

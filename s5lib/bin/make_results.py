@@ -35,7 +35,7 @@ def main(argv=None):
         return 1
     experiments = [(s.get("tag") or os.path.basename(os.path.dirname(os.path.abspath(p))),
                     s, s.get("command", "")) for p, s in zip(paths, summaries)]
-    write_results_md(recipe_dir, experiments, args.out, title=args.title)
+    write_results_md(recipe_dir, experiments, args.out, title=args.title, summary_paths=paths)
     print(f"Wrote {args.out} ({len(experiments)} scoring run(s))")
     return 0
 
