@@ -79,6 +79,8 @@ def test_redux_table2_two_phases_and_the_strategy(redux_recipe):
     counts = json.loads((decode / "estimated" / "strategy.json").read_text())
     assert counts["mixtures"] == 3 and sum(counts["final_case"].values()) == 3
     assert not (decode / "oracle").exists()          # conf/table2/strategy.yaml: tagger labels only
+    level_cfg = yaml.safe_load((separator / "decode_test_strategy_level" / "config.yaml").read_text())
+    assert level_cfg["strategy"]["verify_level"] == "mixture"
     assert (decode / "scores" / "estimated" / "summary.json").is_file()
     # the "w/o SpecAugment" row decodes phase 1 itself
     nospecaug = exp / "separator_t2_nospecaug_seed0" / "decode_test_infer_single"

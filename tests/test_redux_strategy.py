@@ -39,11 +39,12 @@ def mixture_of(*labels, channels=2):
 class Stubs:
     """The three callables of the strategy, recording what they were given."""
 
-    def __init__(self, scripts, route=None, probs=None, leak=None):
+    def __init__(self, scripts, route=None, probs=None, leak=None, min_level=1e-9):
         self.scripts = [list(s) for s in scripts]    # per mixture: the tagger's outputs, call by call
         self.route = route or {}                      # queried label -> position it returns
         self.probs = probs or {}                      # verified label -> its probability
         self.leak = leak or {}                        # queried label -> fraction returned
+        self.min_level = min_level                    # the verifier's silence level
         self.separated, self.tagged, self.verified = [], [], []
         self.calls = [0] * len(scripts)
 
@@ -78,7 +79,7 @@ class Stubs:
         out = []
         for wave in waves:
             self.verified.append(wave.clone())
-            if wave.abs().max() < 1e-9:
+            if wave.abs().max() < self.min_level:
                 out.append((None, 0.0))
             else:
                 label = constants.CLASSES[int(wave.abs().argmax())]
@@ -223,6 +224,23 @@ def test_summary_counts_every_mixture():
     assert summary["separator_calls"] == 2
 
 
+def test_verify_level_presents_estimates_at_the_mixture_level():
+    # a separator that returns 1 % of B; a verifier deaf below 0.1: raw -> silence, B unconfirmed
+    mix = batch(mixture_of(A, B))
+    stubs = Stubs([[[(A, 0.9), (B, 0.8)]]], leak={B: 0.01}, min_level=0.1)
+    outputs, records = stubs.strategy().run(mix)
+    assert records[0]["cases"] == ["II"]
+    stubs = Stubs([[[(A, 0.9), (B, 0.8)]]], leak={B: 0.01}, min_level=0.1)
+    outputs, records = stubs.strategy(verify_level="mixture").run(mix)
+    assert records[0]["cases"] == ["I"]
+    assert torch.equal(as_dict(outputs[0])[B], spike(B, 0.02))   # the output is not rescaled
+    # far below the mixture (-80 dB): silence whatever the verifier says; B is then the residual
+    stubs = Stubs([[[(A, 0.9), (B, 0.8)]]], leak={B: 1e-4})
+    outputs, records = stubs.strategy(verify_level="mixture").run(mix)
+    assert records[0]["cases"] == ["II"]
+    assert torch.equal(as_dict(outputs[0])[B], mix[0, 0] - spike(A, 1.0))
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="unknown option"):
         check_strategy({"rounds": 2})
@@ -230,6 +248,8 @@ def test_options_are_checked():
         check_strategy({"residual_input": "all"})
     with pytest.raises(ValueError, match="max_rounds"):
         check_strategy({"max_rounds": 0})
+    with pytest.raises(ValueError, match="verify_level"):
+        check_strategy({"verify_level": "loud"})
 
 
 class FixedTagger(torch.nn.Module):

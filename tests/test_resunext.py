@@ -138,6 +138,11 @@ def test_separator_interface_and_switches():
         ResUNeXtConfig(**dict(TINY, channels=(8, 16, 16, 32, 32, 32)))
 
 
+def test_phase1_placeholder_is_explained_outside_a_recipe():
+    with pytest.raises(ValueError, match="base: run"):
+        build_separator(dict(type="resunextk", **TINY, init_checkpoint="phase1"))
+
+
 def test_plain_weights_need_a_config():
     weights = AttResUNeXt(ResUNeXtConfig(**TINY)).state_dict()
     with pytest.raises(CheckpointError, match="ResUNeXt"):

@@ -34,6 +34,11 @@ estimate (case ``empty``).
 The subtraction acts on channel 0; the re-separated mixture keeps the other channels as they were
 (``residual_input: channel0``) or repeats the channel-0 residual on every channel (``replicate``).
 
+``verify_level`` (the report does not say): ``raw`` gives C2 / C3 the estimates as they are;
+``mixture`` scales each to the RMS of the channel 0 it was separated from first (the tagger was
+trained on mixtures, and a quiet estimate reads as "less of everything"); an estimate more than
+60 dB below that mixture is then silence, whatever the tagger says of it.
+
 Every mixture's path is recorded: the case of each round (e.g. ``["III", "II"]``), the number of
 rounds and separator / tagger calls.
 """
@@ -49,8 +54,13 @@ from s5lib.infer.tag import is_slot_tagger, tag_batch
 from s5lib.models.tagger import decode_slots
 
 RESIDUAL_INPUTS = ("channel0", "replicate")
+VERIFY_LEVELS = ("raw", "mixture")
 CASES = ("I", "II", "III", "IV", "empty")
-STRATEGY_DEFAULTS = {"max_rounds": 3, "silence_probability": 0.51, "residual_input": "channel0"}
+STRATEGY_DEFAULTS = {"max_rounds": 3, "silence_probability": 0.51, "residual_input": "channel0",
+                     "verify_level": "raw"}
+# verify_level: mixture: an estimate this far below the mixture it came from is silence, whatever
+# the tagger says of it
+SILENCE_FLOOR_DB = -60.0
 
 
 def check_strategy(options):
@@ -68,6 +78,9 @@ def check_strategy(options):
     if full["residual_input"] not in RESIDUAL_INPUTS:
         raise ValueError(f"strategy: residual_input must be one of {RESIDUAL_INPUTS}, got "
                          f"{full['residual_input']!r}")
+    if full["verify_level"] not in VERIFY_LEVELS:
+        raise ValueError(f"strategy: verify_level must be one of {VERIFY_LEVELS}, got "
+                         f"{full['verify_level']!r}")
     return full
 
 
@@ -126,19 +139,31 @@ class ReduxStrategy:
     """
 
     def __init__(self, tag: Callable, verify: Callable, separate: Callable, max_rounds=3,
-                 silence_probability=0.51, residual_input="channel0"):
+                 silence_probability=0.51, residual_input="channel0", verify_level="raw"):
         options = check_strategy(dict(max_rounds=max_rounds, silence_probability=silence_probability,
-                                      residual_input=residual_input))
+                                      residual_input=residual_input, verify_level=verify_level))
         self.tag, self.verify, self.separate_fn = tag, verify, separate
         self.max_rounds = int(options["max_rounds"])
         self.silence_probability = float(options["silence_probability"])
         self.residual_input = options["residual_input"]
+        self.verify_level = options["verify_level"]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _verify(self, waves):
-        out = self.verify(torch.stack(waves)) if waves else []
-        return [(label, float(prob) if label is not None else self.silence_probability)
-                for label, prob in out]
+    def _verify(self, waves, references):
+        """C2 / C3 on ``waves``; ``references``: the channel 0 each was separated from."""
+        if not waves:
+            return []
+        batch = torch.stack(waves)
+        silent = torch.zeros(len(waves), dtype=torch.bool)
+        if self.verify_level == "mixture":
+            # the tagger was trained on mixtures: present every estimate at its mixture's level
+            level = batch.float().square().mean(dim=1).sqrt()
+            target = torch.stack(references).float().square().mean(dim=1).sqrt()
+            silent = (level <= target * 10 ** (SILENCE_FLOOR_DB / 20)).cpu()
+            batch = batch * (target / level.clamp(min=1e-12)).to(batch.dtype)[:, None]
+        out = self.verify(batch)
+        return [(None, self.silence_probability) if quiet or label is None else (label, float(prob))
+                for (label, prob), quiet in zip(out, silent.tolist())]
 
     def _separate(self, states, label_lists):
         mixtures = torch.stack([s.mixture for s in states])
@@ -177,7 +202,8 @@ class ReduxStrategy:
     def _round(self, active):
         waves = self._separate(active, [[lbl for lbl, _ in s.labels] for s in active])
         flat = [w for row in waves for w in row]
-        verdicts = iter(self._verify(flat))
+        references = [s.mixture[0] for s, row in zip(active, waves) for _ in row]
+        verdicts = iter(self._verify(flat, references))
         for s in active:
             s.tagger_calls += 1
         case2, case3, case4 = [], [], []
@@ -209,7 +235,8 @@ class ReduxStrategy:
         residuals = [s.mixture[0] - sum(waves) for s, waves in items]
         for s, _ in items:
             s.tagger_calls += 1
-        for (s, _), residual, (label, prob) in zip(items, residuals, self._verify(residuals)):
+        verdicts = self._verify(residuals, [s.mixture[0] for s, _ in items])
+        for (s, _), residual, (label, prob) in zip(items, residuals, verdicts):
             if label is not None and s.allowed(label):
                 s.finish("II", [(label, residual, prob)])
             else:

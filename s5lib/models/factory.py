@@ -53,6 +53,8 @@ SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed", "resunext", "resunextk
 # take the 3 slots of a mixture at once as a 54-d query
 SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed", "resunext")
 TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed")
+# model.init_checkpoint value of a second training phase: "the best checkpoint of the base: config"
+PHASE1_CHECKPOINT = "phase1"
 # model-file keys that name weights to start from: the weights of the file being loaded replace them
 START_WEIGHT_KEYS = ("init_checkpoint", "pretrained_m2d", "pretrained_sed", "sed_checkpoint",
                      "audiosep_checkpoint")
@@ -65,6 +67,10 @@ def build_separator(model_cfg):
     init = cfg.pop("init_checkpoint", "") or ""
     if kind not in SEPARATOR_TYPES:
         raise ValueError(f"model.type must be one of {SEPARATOR_TYPES}, got {kind!r}")
+    if init == PHASE1_CHECKPOINT:
+        raise ValueError("model.init_checkpoint: phase1 names the best checkpoint of the config's "
+                         "base: run (a two-phase recipe stage 3, e.g. egs/redux/local/stage3.sh, "
+                         "resolves it); outside a recipe give the checkpoint file")
     if "channels" in cfg:
         cfg["channels"] = tuple(cfg["channels"])
     if kind == "audiosep_sed":

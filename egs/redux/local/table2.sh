@@ -11,7 +11,8 @@
 #   continued  control: phase 1 + the same 150 updates without SpecAugment
 #                                                            exp/separator_t2_continued_seed<s>
 # Every separator is decoded without the strategy (conf/infer_single.yaml: tagger and oracle
-# labels) and, for resunetk and resunext, with it (conf/table2/strategy.yaml); each decode's
+# labels) and, for resunetk and resunext, with it (conf/table2/strategy.yaml, and
+# conf/table2/strategy_level.yaml: estimates re-labelled at their mixture's level); each decode's
 # strategy.json holds the per-case counts. Finished runs are skipped (stage markers), so an
 # interrupted table resumes. Output: exp/table2/{table.md,label_accuracy.md,strategy_cases.md}
 # (mean ± std over the seeds, next to egs/baseline's scored rows when there are any).
@@ -40,6 +41,7 @@ for ((i = 0; i < ${#run_options[@]}; i++)); do   # where run.sh puts the experim
   [ "${run_options[$i]}" = --exp_dir ] && exp_dir=${run_options[$((i + 1))]}
 done
 run() { ./run.sh --tagger_tag table2 "$@" "${run_options[@]}"; }
+strategies="conf/table2/strategy.yaml conf/table2/strategy_level.yaml"
 run --stop_stage 2 --seed "$tagger_seed"
 for seed in $seeds; do
   for row in $rows; do
@@ -47,11 +49,15 @@ for seed in $seeds; do
       resunet|resunetk)
         run --stage 3 --seed "$seed" --tag "t2_${row}_seed$seed" \
           --separator_config "conf/table2/$row.yaml" --infer_config conf/infer_single.yaml
-        [ "$row" = resunetk ] && run --stage 4 --seed "$seed" --tag "t2_${row}_seed$seed" \
-          --separator_config "conf/table2/$row.yaml" --infer_config conf/table2/strategy.yaml
+        if [ "$row" = resunetk ]; then
+          for infer in $strategies; do
+            run --stage 4 --seed "$seed" --tag "t2_${row}_seed$seed" \
+              --separator_config "conf/table2/$row.yaml" --infer_config "$infer"
+          done
+        fi
         ;;
       resunext)
-        for infer in conf/infer_single.yaml conf/table2/strategy.yaml; do
+        for infer in conf/infer_single.yaml $strategies; do
           run --stage 3 --seed "$seed" --tag "t2_resunext_seed$seed" \
             --separator_config conf/separator.yaml --infer_config "$infer"
         done
