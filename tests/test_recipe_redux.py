@@ -51,7 +51,7 @@ def redux_recipe(tmp_path):
 
 
 def test_redux_table2_two_phases_and_the_strategy(redux_recipe):
-    result = run(redux_recipe, "--seeds", "0", "--rows", "resunext", "--",
+    result = run(redux_recipe, "--seeds", "0", "--rows", "resunext continued", "--",
                  "--nj", "1", "--class_eq_mixtures", "4", script="local/table2.sh")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     exp = redux_recipe / "exp"
@@ -82,6 +82,14 @@ def test_redux_table2_two_phases_and_the_strategy(redux_recipe):
     level_cfg = yaml.safe_load((separator / "decode_test_strategy_level" / "config.yaml").read_text())
     assert level_cfg["strategy"]["verify_level"] == "mixture"
     assert (decode / "scores" / "estimated" / "summary.json").is_file()
+    # the control: phase 1 copied from the resunext row (its base: chain's first config without
+    # init_checkpoint: phase1), then phase 2's settings without SpecAugment
+    control = exp / "separator_t2_continued_seed0"
+    assert torch.equal(torch.load(control / "phase1" / "checkpoint_best.pt", weights_only=True)["model"][
+        "base.pre_conv.weight"], first["base.pre_conv.weight"])
+    control_cfg = yaml.safe_load((control / "config.yaml").read_text())
+    assert control_cfg["model"]["spec_augment"] is False and control_cfg["train"]["lr"] == phase2["train"]["lr"]
+    assert control_cfg["model"]["init_checkpoint"].endswith("separator_t2_continued_seed0/phase1/checkpoint_best.pt")
     # the "w/o SpecAugment" row decodes phase 1 itself
     nospecaug = exp / "separator_t2_nospecaug_seed0" / "decode_test_infer_single"
     assert (nospecaug / "scores" / "oracle" / "summary.json").is_file()
@@ -90,7 +98,8 @@ def test_redux_table2_two_phases_and_the_strategy(redux_recipe):
     table = (exp / "table2" / "table.md").read_text()
     experiments = {line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| redux |")}
     assert {"separator_t2_resunext/decode_test_infer_single", "separator_t2_resunext/decode_test_strategy",
-            "separator_t2_nospecaug/decode_test_infer_single"} <= experiments
+            "separator_t2_nospecaug/decode_test_infer_single",
+            "separator_t2_continued/decode_test_infer_single"} <= experiments
     accuracy = (exp / "table2" / "label_accuracy.md").read_text()
     assert re.search(r"separator_t2_resunext/decode_test_strategy \|\s+\|\s+[0-9.]+ ± 0.00 \(1\)", accuracy)
     cases = (exp / "table2" / "strategy_cases.md").read_text()
