@@ -15,18 +15,24 @@ from test_recipe import shrink  # the tests folder is on sys.path (pytest rootdi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(REPO, "egs", "TEMPLATE")
-CPJKU = os.path.join(REPO, "egs", "cpjku")
 TINY_M2D = {"embed_dim": 16, "depth": 1, "num_heads": 2, "patch_size": [80, 8]}
+
+
+def copy_recipe(tmp_path, name):
+    """``egs/<name>`` rebuilt under ``tmp_path/egs`` (TEMPLATE links, its own conf/, local/ and
+    run.sh), so a test can shrink its configs; test_recipe_redux uses it too."""
+    recipe = tmp_path / "egs" / name
+    subprocess.run([os.path.join(TEMPLATE, "setup.sh"), str(recipe)], check=True, capture_output=True)
+    for part in ("conf", "local"):
+        shutil.rmtree(recipe / part)
+        shutil.copytree(os.path.join(REPO, "egs", name, part), recipe / part)
+    shutil.copy(os.path.join(REPO, "egs", name, "run.sh"), recipe / "run.sh")
+    return recipe
 
 
 @pytest.fixture
 def cpjku_recipe(tmp_path):
-    recipe = tmp_path / "egs" / "cpjku"
-    subprocess.run([os.path.join(TEMPLATE, "setup.sh"), str(recipe)], check=True, capture_output=True)
-    for name in ("conf", "local"):
-        shutil.rmtree(recipe / name)
-        shutil.copytree(os.path.join(CPJKU, name), recipe / name)
-    shutil.copy(os.path.join(CPJKU, "run.sh"), recipe / "run.sh")
+    recipe = copy_recipe(tmp_path, "cpjku")
     conf = recipe / "conf"
     shrink(conf / "prep_data.yaml", {"size": "tiny", "n_valid": 4, "n_test": 3})
     shrink(conf / "tagger.yaml", {"model.m2d": TINY_M2D, "model.seq_len": 20, "epoch_size": 8,

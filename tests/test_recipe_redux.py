@@ -6,18 +6,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 import pytest
 import torch
 import yaml
 
 from test_recipe import shrink  # the tests folder is on sys.path (pytest rootdir imports)
-from test_recipe_cpjku import run
+from test_recipe_cpjku import copy_recipe, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATE = os.path.join(REPO, "egs", "TEMPLATE")
-REDUX = os.path.join(REPO, "egs", "redux")
 BASELINE = os.path.join(REPO, "egs", "baseline")
 TINY_M2D = {"embed_dim": 16, "depth": 1, "num_heads": 2, "patch_size": [80, 8]}
 SHORT_TRAINING = {"epoch_size": 8, "pool.mixtures": 4, "pool.num_workers": 0, "valid_max_mixtures": 2,
@@ -27,12 +24,7 @@ SHORT_TRAINING = {"epoch_size": 8, "pool.mixtures": 4, "pool.num_workers": 0, "v
 
 @pytest.fixture
 def redux_recipe(tmp_path):
-    recipe = tmp_path / "egs" / "redux"
-    subprocess.run([os.path.join(TEMPLATE, "setup.sh"), str(recipe)], check=True, capture_output=True)
-    for name in ("conf", "local"):
-        shutil.rmtree(recipe / name)
-        shutil.copytree(os.path.join(REDUX, name), recipe / name)
-    shutil.copy(os.path.join(REDUX, "run.sh"), recipe / "run.sh")
+    recipe = copy_recipe(tmp_path, "redux")
     # the ResUNeXt configs (and the Table 2 baseline rows) start from egs/baseline's separator config
     shutil.copytree(os.path.join(BASELINE, "conf"), tmp_path / "egs" / "baseline" / "conf")
     conf = recipe / "conf"
