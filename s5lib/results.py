@@ -432,7 +432,8 @@ def strategy_table(items):
     """Markdown: per experiment (seed token removed) and label source of the decodes that ran
     REDUX's strategy, the mean number of mixtures (over seeds) whose strategy ended in each case,
     those that went through a case-III round, the mean rounds and separator calls per mixture.
-    ``items``: (summary.json path, summary) pairs; decodes without ``strategy.json`` are left out."""
+    ``items``: (summary.json path, summary) pairs; decodes without ``strategy.json`` are left out.
+    None when no decode ran the strategy."""
     groups = OrderedDict()
     for path, summary in items:
         if summary.get("anchor"):
@@ -446,7 +447,7 @@ def strategy_table(items):
                summary.get("label_mode") or "estimated")
         groups.setdefault(key, []).append(counts)
     if not groups:
-        return "No decode ran the strategy (procedure: redux)."
+        return None
     header = (["Recipe", "Experiment", "Labels", "Seeds", "Mixtures"]
               + [f"case {c}" for c in STRATEGY_CASES] + ["via III", "rounds", "separations"])
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|---:|---:|" + "---:|" * (len(header) - 5)]
@@ -572,13 +573,11 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
                   "std (number of seeds) of the main measure; refinement steps as rows "
                   "(`python -m s5lib.bin.compare --seed_table`).", "",
                   seed_table([summary for _, summary, _ in experiments]), ""]
-    if summary_paths:
-        items = list(zip(summary_paths, [summary for _, summary, _ in experiments]))
-        if any(os.path.isfile(strategy_counts_path(p, s)) for p, s in items if not s.get("anchor")):
-            lines += ["## Strategy cases", "",
-                      "The decodes that ran REDUX's classify / separate / verify / subtract strategy "
-                      "(`python -m s5lib.bin.compare --strategy_table`).", "",
-                      strategy_table(items), ""]
+    cases = strategy_table(list(zip(summary_paths, [s for _, s, _ in experiments]))) if summary_paths else None
+    if cases:
+        lines += ["## Strategy cases", "",
+                  "The decodes that ran REDUX's classify / separate / verify / subtract strategy "
+                  "(`python -m s5lib.bin.compare --strategy_table`).", "", cases, ""]
     text = "\n".join(lines)
     tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

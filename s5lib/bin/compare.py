@@ -63,7 +63,8 @@ def main(argv=None):
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
     if args.strategy_table:
-        write_markdown(strategy_table(list(zip(paths, summaries))), args.out)
+        write_markdown(strategy_table(list(zip(paths, summaries)))
+                       or "No decode ran the strategy (procedure: redux).", args.out)
         return 0
     if args.metric and not args.seed_table:
         print("ERROR: --metric goes with --seed_table", file=sys.stderr)

@@ -50,7 +50,7 @@ import torch
 
 from s5lib import constants
 from s5lib.infer.separate import separate_batch
-from s5lib.infer.tag import is_slot_tagger, tag_batch
+from s5lib.infer.tag import class_probabilities, is_slot_tagger, tag_batch
 from s5lib.models.tagger import decode_slots
 
 RESIDUAL_INPUTS = ("channel0", "replicate")
@@ -209,23 +209,19 @@ class ReduxStrategy:
         case2, case3, case4 = [], [], []
         for s, row in zip(active, waves):
             slots = [(lbl, p, w, next(verdicts)) for (lbl, p), w in zip(s.labels, row)]
-            agree = [k for k, (lbl, _, _, (v, _)) in enumerate(slots) if v == lbl]
+            agree = [slot for slot in slots if slot[3][0] == slot[0]]
+            rest = [slot for slot in slots if slot[3][0] != slot[0]]
             n, a = len(slots), len(agree)
             if a == n:
                 s.finish("I", [(lbl, w, max(p, q)) for lbl, p, w, (_, q) in slots])
                 continue
+            s.confirmed += [(lbl, w, max(p, q)) for lbl, p, w, (_, q) in agree]
             if a == 0 or (a < n - 1 and len(s.cases) + 1 >= self.max_rounds):
-                case4.append((s, [slots[k] for k in range(n) if k not in agree], agree, slots))
-                continue
-            for k in agree:
-                lbl, p, w, (_, q) = slots[k]
-                s.confirmed.append((lbl, w, max(p, q)))
-            rest = [slots[k] for k in range(n) if k not in agree]
-            confirmed_waves = [slots[k][2] for k in agree]
-            if a == n - 1:
-                case2.append((s, confirmed_waves))
+                case4.append((s, rest))  # beyond max_rounds a case III keeps its confirmed slots
+            elif a == n - 1:
+                case2.append((s, [w for _, _, w, _ in agree]))
             else:
-                case3.append((s, rest, confirmed_waves))
+                case3.append((s, rest, [w for _, _, w, _ in agree]))
         self._case2(case2)
         self._case4(case4)
         self._case3(case3)
@@ -245,11 +241,7 @@ class ReduxStrategy:
     def _case4(self, items):
         """Per open slot the more probable of the two labels; separate once more (Sep2)."""
         todo = []
-        for s, open_slots, agree, slots in items:
-            if agree:  # a case III beyond max_rounds: the confirmed slots stay
-                for k in agree:
-                    lbl, p, w, (_, q) = slots[k]
-                    s.confirmed.append((lbl, w, max(p, q)))
+        for s, open_slots in items:
             chosen = []
             for lbl, p, _, (v, q) in open_slots:
                 options = sorted([(lbl, p), (v, q)], key=lambda lp: -lp[1])
@@ -307,8 +299,7 @@ def waveform_verifier(tagger, threshold=0.5, n_channels=constants.N_FOA_CHANNELS
             for row in decode_slots(outputs.float()):
                 verdicts.append(max(row, key=lambda lp: lp[1]) if row else (None, 0.0))
             return verdicts
-        probs = outputs["weak_probs"].float() if isinstance(outputs, dict) else torch.sigmoid(outputs.float())
-        best, index = probs.max(dim=1)
+        best, index = class_probabilities(outputs).max(dim=1)
         return [(constants.CLASSES[k] if p >= threshold else None, p)
                 for p, k in zip(best.tolist(), index.tolist())]
 

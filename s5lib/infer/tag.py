@@ -56,16 +56,21 @@ def check_decode(kind, decode, defaults=DECODE_DEFAULTS):
     return full
 
 
+def class_probabilities(outputs):
+    """A multi-label tagger's output -> (B, 18) class probabilities: the SED tagger's clip scores
+    (``weak_probs``, probabilities already) or the sigmoid of the 2025 tagger's logits."""
+    if isinstance(outputs, dict):
+        return outputs["weak_probs"].float()
+    return torch.sigmoid(outputs.float())
+
+
 @torch.no_grad()
 def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants.MAX_TARGETS,
               min_confidence=0.0):
     """mixture (B, 4, N) -> per mixture a list of (label, confidence), at most 3."""
     logits = tagger(mixture)
     if not is_slot_tagger(tagger):
-        if isinstance(logits, dict):  # the SED tagger: its clip scores are probabilities already
-            probs = logits["weak_probs"].float()
-        else:
-            probs = torch.sigmoid(logits.float())
+        probs = class_probabilities(logits)
         keep = decode_multilabel(probs, threshold, min_labels, max_labels)
         out = []
         for row_p, row_k in zip(probs.tolist(), keep.tolist()):

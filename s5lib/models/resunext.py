@@ -94,6 +94,9 @@ class ResUNeXtConfig(ResUNetConfig):
         for name in ("intermediate_blocks", "freq_mask", "time_mask", "n_freq_masks", "n_time_masks"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if int(self.intermediate_blocks) == 0 and self.encoder_widths[-1] != self.bottleneck_width:
+            raise ValueError("intermediate_blocks: 0 needs bottleneck_channels equal to the last "
+                             "encoder width")
 
     @property
     def pre_width(self):
@@ -166,9 +169,6 @@ class ResUNeXtBase(MaskingUNetBase):
         for name, cin, cout in zip(DECODER_NAMES, decoder_in, decoder_out):
             self.add_module(name, DecoderLevel(n, cin, cout, cfg, conditioned))
         self.build_back_end(widths[0])
-        if cfg.intermediate_blocks == 0 and widths[-1] != middle:
-            raise ValueError("intermediate_blocks: 0 needs bottleneck_channels equal to the last "
-                             "encoder width")
 
     def film_sizes(self):
         sizes = []
