@@ -36,6 +36,7 @@ METRIC_COLUMNS = (
     ("SDRi_tp", "SDRi TP"),
     ("SDR_tp", "SDR TP"),
     ("SI-SDR_tp", "SI-SDR TP"),
+    ("DoA_err_tp", "DoA err. TP (deg)"),
     ("n_mixtures", "Mixtures"),
     ("n_skipped", "Skipped"),
 )

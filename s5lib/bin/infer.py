@@ -30,6 +30,9 @@ every step (``<mode>_step<k>/``, the last one as ``<mode>/``), so stage 5 scores
 ``procedure: redux`` runs REDUX's verify / subtract strategy (``strategy:`` options, see
 :mod:`s5lib.infer.redux`) for the tagger label modes, and writes each mixture's path (cases,
 rounds) into ``eval_results.json`` and the counts into ``<mode>/strategy.json``;
+``procedure: end_to_end`` runs a separator that labels its own slots (KUBIG, no tagger: label
+mode ``estimated`` only; slots of class silence dropped; each estimate's DoA, or null under
+``end_to_end.doa_threshold``, in ``eval_results.json``; 2026 names use the model's slot number);
 the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (2025) or
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
@@ -51,6 +54,7 @@ from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, r
                               run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
+from s5lib.infer.end_to_end import E2E_DEFAULTS, check_end_to_end, separate_end_to_end
 from s5lib.infer.redux import STRATEGY_DEFAULTS, check_strategy, model_strategy, summarise
 from s5lib.infer.refine import check_procedure, separate_batch_steps
 from s5lib.infer.separate import separate_batch
@@ -92,6 +96,9 @@ DEFAULTS = {
     # procedure redux: REDUX's classify / separate / verify / subtract strategy (s5lib.infer.redux)
     # for the tagger label modes; oracle labels are separated once
     "strategy": dict(STRATEGY_DEFAULTS),
+    # procedure end_to_end: a separator that labels its own slots (KUBIG; s5lib.infer.end_to_end):
+    # no tagger; label mode estimated only; each estimate's DoA goes into eval_results.json
+    "end_to_end": dict(E2E_DEFAULTS),
     # single-query separators: a (mixture, label) separated for one label mode is reused by the
     # others (the oracle and the tagger's label lists overlap), up to this many MB of waveforms
     "cache_mb": 4096,
@@ -179,7 +186,13 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
     records = {}
     for batch in tqdm(loader, desc=f"infer ({mode} labels)", mininterval=5):
         mixture = batch["mixture"].to(device)
-        if strategy is not None:
+        directions = None
+        if cfg["procedure"] == "end_to_end":
+            decoded = separate_end_to_end(separator, mixture, cfg["end_to_end"]["doa_threshold"])
+            tagged = [[(d["label"], d["probability"]) for d in row] for row in decoded]
+            per_step = [[[(d["label"], d["waveform"]) for d in row] for row in decoded]]
+            directions = [[(d["slot"], d["doa"]) for d in row] for row in decoded]
+        elif strategy is not None:
             outputs, paths = strategy.run(mixture)
             tagged = [[(label, prob) for label, _, prob in row] for row in outputs]
             per_step = [[[(label, wave) for label, wave, _ in row] for row in outputs]]
@@ -202,10 +215,13 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
                 if index in records:
                     entry["strategy"] = records[index]
                 for slot, ((label, wave), (_, prob)) in enumerate(zip(estimates[b], tagged[b])):
+                    record = {}
+                    if directions is not None:  # the model's own slot number and its DoA
+                        slot, record["doa"] = directions[b][slot]
                     fname = source_filename(name, label, slot if year == 2026 else None)
                     write_audio(os.path.join(est_dir, fname), wave.cpu().numpy(), constants.SAMPLE_RATE)
                     entry["estimate"].append({"filename": fname, "label": label,
-                                              "probability": float(prob)})
+                                              "probability": float(prob), **record})
                     n_written += 1
                 probs.append(entry)
     seconds = time.time() - t0
@@ -288,11 +304,18 @@ def main(argv=None):
     try:
         steps = check_procedure(separator, cfg["procedure"], cfg["refine_steps"])
         cfg["strategy"] = check_strategy(cfg["strategy"])
+        cfg["end_to_end"] = check_end_to_end(cfg["end_to_end"])
     except ValueError as err:
         raise RecipeError(f"infer: {err}") from None
+    if cfg["procedure"] == "end_to_end":  # the separator's own labels; nothing to query
+        dropped = [m for m in modes if m != "estimated"]
+        if dropped:
+            logger.info("procedure end_to_end: label mode(s) %s skipped (the separator labels its "
+                        "own slots; no label list queries it)", dropped)
+        modes = ["estimated"]
     taggers = {}
     for mode, name in (("estimated", "tagger"), ("baseline_tagger", "baseline_tagger")):
-        if mode in modes:
+        if mode in modes and cfg["procedure"] != "end_to_end":
             taggers[mode] = load_tagger(cfg, name, year, device)
     kinds = {getattr(t, "kind", "m2d_2025") for t in taggers.values()}
     try:  # one decode section serves both taggers: both must be read the same way

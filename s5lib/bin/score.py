@@ -37,6 +37,11 @@ Writes to ``out_dir``: ``summary.json`` (recipe, tag, year, label mode, command,
 ``per_mixture.csv``, ``per_source.csv``, ``per_class.csv``, ``per_class.png`` and the
 resolved ``config.yaml``.
 
+Directions (a column the official scorer does not have): when ``--probs`` gives a ``doa`` per
+estimate (end-to-end systems with a DoA head, KUBIG), each TP estimate's angle to its reference's
+direction (from ``<ref_dir>/metadata/<mix>.json`` and the rooms of ``--bank_root``) is measured;
+``DoA_err_tp`` is its mean in degrees over the TP estimates that gave a direction.
+
 The inference stage can skip the wav round trip: read the test set with :class:`ReferenceSet`,
 feed an :class:`s5lib.metrics.S5Scorer` and call :func:`s5lib.results.write_score_outputs`.
 """
@@ -53,6 +58,7 @@ from tqdm import tqdm
 from s5lib.audio import AudioError, read_audio
 from s5lib.config import parse_config, save_config
 from s5lib.constants import N_FOA_CHANNELS, SAMPLE_RATE, YEARS
+from s5lib.metrics.doa import angular_error_deg, read_estimate_doas
 from s5lib.metrics.naming import NamingError, parse_source_filename, read_probabilities
 from s5lib.metrics.s5 import S5Scorer, score_mixture
 
@@ -72,6 +78,11 @@ DEFAULTS = {
     "mix_channels": N_FOA_CHANNELS,
     "si_sdr": True,          # also measure SI-SDR of TP pairs (reported only)
     "plot": True,            # write per_class.png
+    # DoA error of TP estimates (systems that predict directions, e.g. KUBIG): the estimates'
+    # directions come from --probs (a "doa" per estimate), the references' from the test set's
+    # metadata/<mix>.json and the rooms of bank_root (the dev_set the test set was made from)
+    "bank_root": None,
+    "doa_metadata": None,    # default: <ref_dir>/metadata
 }
 ANCHORS = ("mixture", "oracle", "silence", "class_eq")
 LABEL_MODES = ("estimated", "oracle", "baseline_tagger")  # each optionally + "_step<k>" (refinement)
@@ -245,7 +256,50 @@ def score_job(job):
     result = score_mixture(settings["year"], job["mixture"], mix0, ests, refs,
                            est_names=est_names, ref_names=ref_names,
                            with_si_sdr=settings["si_sdr"])
+    if job.get("est_doa") is not None and job.get("ref_doa") is not None:
+        for source in result.sources:  # TP pairs: the estimate's direction against its reference's
+            if source.kind != "TP":
+                continue
+            est_doa, ref_doa = job["est_doa"][source.est_index], job["ref_doa"][source.ref_index]
+            if est_doa is not None and ref_doa is not None:
+                source.doa_error = angular_error_deg(est_doa, ref_doa)
     return result, []
+
+
+def reference_directions(test_set, bank_root, metadata_dir):
+    """{mixture: [reference direction per reference of ReferenceSet order]} from the test set's
+    per-mixture metadata (the target positions, in slot order) and the rooms of ``bank_root``.
+    Returns (directions, problems)."""
+    from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthesisError, synth_config_from_metadata
+    import json
+    problems, out, banks = [], {}, {}
+    for mixture in test_set.mixtures:
+        path = os.path.join(metadata_dir, mixture + ".json")
+        if not os.path.isfile(path):
+            problems.append(f"{path}: no metadata for mixture {mixture!r} (the reference directions)")
+            continue
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+            split = "valid"
+            if split not in banks:
+                banks[split] = SoundBank(bank_root, split)
+            synth = FoaSynthesizer(banks[split], synth_config_from_metadata(meta))
+            targets = synth.target_positions(meta)
+        except (OSError, ValueError, KeyError, SynthesisError) as err:
+            problems.append(f"{path}: cannot read the target positions ({err})")
+            continue
+        directions = []
+        for parsed, _ in test_set.references.get(mixture, []):
+            slot = parsed.slot if parsed.slot is not None else len(directions)
+            if slot >= len(targets) or targets[slot][0] != parsed.label:
+                problems.append(f"{path}: reference {parsed.filename} has no target of class "
+                                f"{parsed.label} in slot {slot} of the metadata")
+                directions.append(None)
+            else:
+                directions.append(targets[slot][1])
+        out[mixture] = directions
+    return out, problems
 
 
 def build_jobs(cfg):
@@ -309,6 +363,21 @@ def build_jobs(cfg):
     if problems:
         raise ScoreInputError(problems)
 
+    est_doas, ref_doas = {}, None
+    if cfg["anchor"] is None and cfg["probs"]:
+        try:
+            est_doas = read_estimate_doas(cfg["probs"])
+        except ValueError as err:
+            raise ScoreInputError([str(err)]) from None
+    if est_doas:
+        metadata_dir = cfg["doa_metadata"] or os.path.join(cfg["ref_dir"], "metadata")
+        if not cfg["bank_root"] or not os.path.isdir(metadata_dir):
+            _warn(f"{cfg['probs']}: the estimates carry directions, but the DoA error needs "
+                  f"--bank_root (the dev_set) and the test metadata ({metadata_dir}); not scored")
+        else:
+            ref_doas, doa_problems = reference_directions(test_set, cfg["bank_root"], metadata_dir)
+            if doa_problems:
+                raise ScoreInputError(doa_problems)
     settings = {key: cfg[key] for key in ("year", "sample_rate", "mix_channels", "anchor",
                                           "si_sdr")}
     settings["class_eq_gains"] = class_eq_gains
@@ -323,6 +392,9 @@ def build_jobs(cfg):
                      estimates.get(mixture, [])],
             "settings": settings,
         })
+        if ref_doas is not None:
+            jobs[-1]["ref_doa"] = ref_doas[mixture]
+            jobs[-1]["est_doa"] = [est_doas.get(p.filename) for p, _ in estimates.get(mixture, [])]
     return jobs
 
 

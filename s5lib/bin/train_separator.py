@@ -11,6 +11,11 @@ validation replays the fixed validation metadata and reports the mean SDRi with 
   baseline) or ``class_aware_pit_neg_snr`` (2026 baseline), or any single-source loss of
   :mod:`s5lib.losses` applied to active slots;
 * ``resunet``: one random target per mixture (the 2025 ResUNet), a single-source loss;
+* ``kubig`` (KUBIG, end to end): no query; the model's waveform, class and DoA per slot against
+  the targets under the joint PIT loss (``loss: joint_pit``, :mod:`s5lib.losses.joint_pit`;
+  :class:`JointPITStep`); validation reports the joint loss (``valid_loss``, the report's
+  early-stopping measure) and the decoded CAPI-SDRi / accuracy; the frozen BEATs comes from
+  ``model.encoder_exp`` (stage 2's BEATs tagger) or ``model.encoder_checkpoint`` (a release);
 * ``audiosep_sed`` (CP-JKU): as ``resunet``; its SED comes from ``model.sed_exp`` (the stage-2
   SED tagger's experiment dir); with ``refine_iterations`` N > 1 every update runs n_iter ~ U{1..N}
   refinement steps (:class:`SeparatorLossStep`).
@@ -39,6 +44,7 @@ from s5lib.config import parse_config
 from s5lib.data.training_data import TrainingDataError, build_training_data
 from s5lib.infer.separate import separate_batch
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
+from s5lib.losses.joint_pit import JointPITLoss
 from s5lib.metrics import sdri
 from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import (SINGLE_QUERY_KINDS, START_WEIGHT_KEYS, build_separator,
@@ -150,6 +156,88 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterati
     return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed)
 
 
+class JointPITStep:
+    """The loss of an end-to-end separator (KUBIG): its slots (waveform, class, DoA) against the
+    targets under :class:`~s5lib.losses.joint_pit.JointPITLoss`; no label query."""
+
+    def __init__(self, loss_name, loss_kwargs, segment_seconds):
+        if loss_name != "joint_pit":
+            raise ValueError(f"an end-to-end separator trains with loss joint_pit, got {loss_name!r}")
+        try:
+            self.loss_fn = JointPITLoss(**(loss_kwargs or {}))
+        except TypeError as err:
+            raise ValueError(f"loss_kwargs of joint_pit: {err}") from None
+        self.segment_seconds = segment_seconds
+
+    def __call__(self, model, batch):
+        batch = crop_batch(batch, self.segment_seconds, constants.SAMPLE_RATE)
+        loss, _, logs = self.loss_fn(model(batch["mixture"]), batch)
+        return loss.mean(), logs
+
+
+def make_joint_valid_fn(dataset, batch_size, max_mixtures, loss_kwargs, year):
+    """Validation of an end-to-end separator: the joint loss on the fixed validation mixtures
+    (``valid_loss``, the report's early-stopping measure) and, from the decoded slots, the
+    mixture's CA(PI)-SDRi and label accuracy (``valid_sdri``, ``valid_accuracy``)."""
+    from s5lib.infer.end_to_end import decode_outputs
+    from s5lib.metrics import score_mixture
+    n = min(len(dataset), max_mixtures)
+    subset = torch.utils.data.Subset(dataset, list(range(n)))
+    loss_fn = JointPITLoss(**(loss_kwargs or {}))
+
+    def valid_fn(model):
+        device = next(model.parameters()).device
+        losses, scores, hits = [], [], []
+        for batch in torch.utils.data.DataLoader(subset, batch_size=batch_size):
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            outputs = model(batch["mixture"])
+            losses += loss_fn(outputs, batch)[0].tolist()
+            for b, decoded in enumerate(decode_outputs(outputs)):
+                refs = [(constants.CLASSES[int(c)], batch["references"][b, k].cpu())
+                        for k, c in enumerate(batch["label_index"][b].tolist())
+                        if bool(batch["active"][b, k])]
+                result = score_mixture(year, str(b), batch["mixture"][b, 0].cpu(),
+                                       [(d["label"], d["waveform"].cpu()) for d in decoded], refs,
+                                       with_si_sdr=False)
+                hits.append(result.labels_correct)
+                if result.score is not None:
+                    scores.append(result.score)
+        return {"valid_loss": float(np.mean(losses)) if losses else 0.0,
+                "valid_sdri": float(np.mean(scores)) if scores else 0.0,
+                "valid_accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+
+    return valid_fn
+
+
+def resolve_encoder_exp(model_cfg):
+    """``model.encoder_exp: <stage-2 experiment dir>`` (kubig): the frozen encoder is that BEATs
+    tagger's, its settings from the dir's ``config.yaml`` and its weights from
+    ``checkpoint_best.pt``; written into the resolved config as ``model.beats_preset``,
+    ``model.beats`` and ``model.encoder_checkpoint``."""
+    exp = model_cfg.pop("encoder_exp", "") or ""
+    if not exp:
+        return
+    cfg_path = os.path.join(exp, "config.yaml")
+    checkpoint = os.path.join(exp, "checkpoint_best.pt")
+    for path in (cfg_path, checkpoint):
+        if not os.path.isfile(path):
+            raise RecipeError(f"train_separator: model.encoder_exp: {path} not found; train the "
+                              "BEATs tagger first (stage 2)")
+    tagger = read_model_config(cfg_path, "model.encoder_exp")
+    if tagger.get("type") != "beats":
+        raise RecipeError(f"train_separator: model.encoder_exp: {cfg_path} is a "
+                          f"{tagger.get('type')!r} tagger, not a BEATs tagger (type: beats)")
+    model_cfg["beats_preset"] = tagger.get("beats_preset", "small")
+    model_cfg["beats"] = dict(tagger.get("beats") or {})
+    model_cfg["encoder_checkpoint"] = checkpoint
+
+
+# how each kind of separator trains: label-queried (a query per slot or per label, the reference
+# labels as queries) or end to end (joint PIT over the slots); chosen by the model's
+# ``training_step`` attribute
+TRAINING_STEPS = ("label_queried", "joint_pit")
+
+
 def resolve_sed_exp(model_cfg):
     """``model.sed_exp: <stage-2 experiment dir>`` (audiosep_sed): the separator's SED is that
     tagger, its architecture from the dir's ``config.yaml`` and its weights from
@@ -242,11 +330,15 @@ def main(argv=None):
     trust_checkpoints(cfg["trust_checkpoint"])
     info = read_dataset_info(cfg["data"])
     year = resolve_year(cfg, info)
+    kind = cfg["model"].get("type", "resunetk")
     if cfg["loss"] is None:
         cfg["loss"] = "masked_multislot_neg_snr" if year == 2025 else "class_aware_pit_neg_snr"
-        if cfg["model"].get("type", "resunetk") in SINGLE_QUERY_KINDS:
+        if kind in SINGLE_QUERY_KINDS:
             cfg["loss"] = "neg_snr"
+        elif kind == "kubig":
+            cfg["loss"] = "joint_pit"
     resolve_sed_exp(cfg["model"])
+    resolve_encoder_exp(cfg["model"])
     dist, synth, valid_set = start_training(cfg, info)
     train_set, collate_fn, batch_transform = make_train_data(
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
@@ -255,14 +347,27 @@ def main(argv=None):
     if int(cfg["class_eq_init"] or 0) > 0:
         init_from_class_eq(model, train_set, collate_fn, batch_transform, int(cfg["class_eq_init"]))
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("separator %s: %s parameters; loss %s; year %d", model.kind, f"{n_params:,}",
-                cfg["loss"], year)
-    trainer = Trainer(model, train_set, make_valid_fn(valid_set, cfg["valid_batch_size"],
-                                                      cfg["valid_max_mixtures"]),
-                      make_loss_step(model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"],
-                                     refine_iterations=getattr(getattr(model, "guidance", None),
-                                                               "refine_iterations", 1),
-                                     seed=cfg["train"].get("seed", 0)),
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("separator %s: %s parameters, %s trainable; loss %s; year %d", model.kind,
+                f"{n_params:,}", f"{n_train:,}", cfg["loss"], year)
+    step = getattr(model, "training_step", "label_queried")
+    if step not in TRAINING_STEPS:
+        raise RecipeError(f"train_separator: model {model.kind} trains by {step!r}, unknown here "
+                          f"(known: {TRAINING_STEPS})")
+    try:
+        if step == "joint_pit":
+            loss_step = JointPITStep(cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"])
+            valid_fn = make_joint_valid_fn(valid_set, cfg["valid_batch_size"],
+                                           cfg["valid_max_mixtures"], cfg["loss_kwargs"], year)
+        else:
+            loss_step = make_loss_step(
+                model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"],
+                refine_iterations=getattr(getattr(model, "guidance", None), "refine_iterations", 1),
+                seed=cfg["train"].get("seed", 0))
+            valid_fn = make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"])
+    except ValueError as err:
+        raise RecipeError(f"train_separator: {err}") from None
+    trainer = Trainer(model, train_set, valid_fn, loss_step,
                       cfg["train"], cfg["exp_dir"], dist_info=dist, collate_fn=collate_fn,
                       batch_transform=batch_transform, run_config=cfg)
     record_training_config(cfg, dist)

@@ -1,5 +1,5 @@
-"""Stage 2: train an audio tagger (M2D-AT 2025 multi-label, the 2026 3-slot taggers, or CP-JKU's
-SED tagger).
+"""Stage 2: train an audio tagger (M2D-AT 2025 multi-label, the 2026 3-slot taggers, CP-JKU's
+SED tagger, or KUBIG's BEATs tagger, ``model.type: beats``, whose encoder stage 3 freezes).
 
     python -m s5lib.bin.train_tagger --config conf/tagger.yaml --data data --exp_dir exp/tagger_x
 
@@ -80,7 +80,7 @@ def make_loss_step(kind, strong_weight=0.5):
             strong = batch["activity"].transpose(1, 2)
             loss = sed_loss(logits, strong, batch["label_vector"], strong_weight)
             return loss.mean(), {}
-        if kind == "m2d_2025":
+        if kind in ("m2d_2025", "beats"):
             loss = multilabel_bce(logits, batch["label_vector"])
         else:
             loss = pit_slot_ce(logits, batch["label_index"])
@@ -124,9 +124,9 @@ def train_one(cfg, info):
     except TrainingDataError as err:
         raise RecipeError(f"train_tagger: {err}") from None
     starts_fresh = not (cfg["model"].get("init_checkpoint") or cfg["model"].get("pretrained_sed"))
-    if cfg["prior_bias_init"] and model.kind in ("m2d_2025", "sed") and starts_fresh:
+    if cfg["prior_bias_init"] and model.kind in ("m2d_2025", "sed", "beats") and starts_fresh:
         prior = float(np.mean(synth.resolved().n_targets)) / constants.N_CLASSES
-        head = model.head if model.kind == "m2d_2025" else model.strong_head
+        head = model.strong_head if model.kind == "sed" else model.head
         with torch.no_grad():
             head.bias.fill_(float(np.log(prior / (1 - prior))))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -44,6 +44,7 @@ import scipy.signal
 
 from s5lib import constants
 from s5lib.audio import AudioError, audio_info, read_audio
+from s5lib.metrics.doa import angular_error_deg
 
 EVENT_KEYS = ("label", "source_file", "source_time", "event_time", "event_duration", "snr",
               "role", "pitch_shift", "time_stretch", "event_position")
@@ -341,11 +342,7 @@ def doa_of(position):
     return math.atan2(y, x), math.atan2(z, math.hypot(x, y))
 
 
-def angle_between(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    cos = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+angle_between = angular_error_deg  # degrees between two directions (s5lib.metrics.doa)
 
 
 def mean_power_db(x):
@@ -673,6 +670,15 @@ class FoaSynthesizer:
             rest = parts[parts.index(label) + 1:]
             return rest[0] if rest else parts[-1]
         return parts[-1]
+
+    def target_positions(self, metadata):
+        """(label, cartesian position relative to the listener) of each target of a metadata
+        dict, in the slot order of :meth:`render` (its ``fg_events`` of target classes), without
+        rendering: the positions the DoA targets and the DoA error use."""
+        room = metadata["room"]
+        cart, raw, _, _ = self.bank.room_positions(room)
+        return [(ev["label"], cart[self._position_index(room, cart, raw, ev["event_position"])].copy())
+                for ev in metadata["fg_events"] if ev["label"] in constants.CLASS_INDEX]
 
     # ------------------------------------------------------------------------------- helpers
     def synthesize(self, rng, **kwargs):

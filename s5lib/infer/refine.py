@@ -9,14 +9,22 @@ import torch
 
 from s5lib.infer.separate import single_query_chunks
 
-PROCEDURES = ("single", "iterative", "redux")  # redux: s5lib.infer.redux
+PROCEDURES = ("single", "iterative", "redux", "end_to_end")  # redux: s5lib.infer.redux,
+# end_to_end: s5lib.infer.end_to_end (a separator that labels its own slots; no tagger)
 
 
 def check_procedure(separator, procedure, steps):
     """The number of steps to run (1 for ``single``); a clear error when the separator cannot refine."""
     if procedure not in PROCEDURES:
         raise ValueError(f"procedure must be one of {PROCEDURES}, got {procedure!r}")
-    if procedure in ("single", "redux"):
+    end_to_end = getattr(separator, "training_step", None) == "joint_pit"
+    if end_to_end != (procedure == "end_to_end"):
+        if end_to_end:
+            raise ValueError(f"the {getattr(separator, 'kind', '?')} separator labels its own slots "
+                             "(no label query): use procedure: end_to_end")
+        raise ValueError(f"procedure 'end_to_end' needs an end-to-end separator (e.g. type kubig); "
+                         f"this one is a label-queried {getattr(separator, 'kind', '?')}")
+    if procedure in ("single", "redux", "end_to_end"):
         return 1
     steps = int(steps)
     if steps < 1:

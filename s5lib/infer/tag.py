@@ -4,6 +4,7 @@ Decoding options (the ``decode:`` section of the inference and tagger configs):
 
 * ``m2d_2025`` (multi-label): sigmoid probabilities, decoded with p >= ``threshold``, at least
   ``min_labels`` and at most ``max_labels`` (SPEC §7.1); the confidence is the class probability.
+* ``beats`` (KUBIG's stage-2 BEATs tagger): as ``m2d_2025``.
 * ``sed`` (CP-JKU's SED tagger): decoded as ``m2d_2025`` from its clip scores (the attention-pooled
   frame probabilities, ``weak_probs``).
 * ``m2d_2026`` / ``m2d_2026_4c`` (3 slots x 19): arg-max per slot, silence dropped, duplicates kept;
@@ -24,7 +25,7 @@ MULTILABEL_OPTIONS = ("threshold", "min_labels", "max_labels")
 SLOT_OPTIONS = ("min_confidence",)
 
 
-MULTILABEL_KINDS = ("m2d_2025", "sed")
+MULTILABEL_KINDS = ("m2d_2025", "sed", "beats")
 
 
 def is_slot_tagger(tagger):

@@ -46,6 +46,7 @@ class SourceScore:
     probability: Optional[float] = None
     est_name: Optional[str] = None
     ref_name: Optional[str] = None
+    doa_error: Optional[float] = None  # TP: degrees between estimated and reference DoA
 
 
 @dataclass
@@ -371,7 +372,8 @@ class S5Scorer:
         accuracies in % ("label_accuracy" for 2025; "accuracy_mixture" for 2026;
         "accuracy_source" for both), means over TP sources ("SDR_tp", "SDRi_tp", "SI-SDR_tp"),
         counts ("n_mixtures", "n_scored", "n_skipped", "n_estimates", "n_references", "tp",
-        "fp", "fn").
+        "fp", "fn"); with directions, "DoA_err_tp" (mean angular error of the TP estimates that
+        gave one, degrees) and "n_tp_with_doa".
         """
         scored = [r.score for r in self.results if r.score is not None]
         tp = sum(r.tp for r in self.results)
@@ -392,6 +394,10 @@ class S5Scorer:
         out["SDR_tp"] = _mean(s.snr for s in tps)
         out["SDRi_tp"] = _mean(s.snri for s in tps)
         out["SI-SDR_tp"] = _mean(s.si_sdr for s in tps if s.si_sdr is not None)
+        with_doa = [s.doa_error for s in tps if s.doa_error is not None]
+        if with_doa:  # only for systems that predict directions
+            out["DoA_err_tp"] = _mean(with_doa)
+            out["n_tp_with_doa"] = len(with_doa)
         out["n_mixtures"] = n
         out["n_scored"] = len(scored)
         out["n_skipped"] = n - len(scored)

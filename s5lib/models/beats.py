@@ -110,6 +110,20 @@ class BEATsConfig:
         return cls.from_dict(values)
 
 
+BEATS_PRESETS = ("full", "small")
+
+
+def beats_config(preset="full", overrides=None, source="model.beats"):
+    """A :class:`BEATsConfig` from a preset (``full``: BEATs_iter3_plus_AS2M; ``small``: the CPU
+    size) and field overrides."""
+    if preset not in BEATS_PRESETS:
+        raise ValueError(f"{source}: preset must be one of {BEATS_PRESETS}, got {preset!r}")
+    base = BEATsConfig.small() if preset == "small" else BEATsConfig()
+    values = dict(base.__dict__)
+    values.update(overrides or {})
+    return BEATsConfig.from_dict(values, source=source)
+
+
 def kaldi_fbank(waveform):
     """BEATs' normalised log-mel input: (B, N) 16 kHz waveforms -> (B, frames, 128)."""
     import torchaudio.compliance.kaldi as kaldi
@@ -384,6 +398,26 @@ def load_beats(path, overrides=None):
     weights = extract_state_dict(checkpoint["model"], prefixes=(), source=path)
     load_strict(model, weights, source=path)
     return model
+
+
+def load_beats_weights(encoder, path):
+    """Load a :class:`BEATs` ``encoder`` strictly from a BEATs release file (``{"cfg", "model"}``)
+    or from a checkpoint of a model that holds one as ``encoder`` (our stage-2 ``beats`` tagger,
+    a ``kubig`` separator): its ``encoder.*`` weights."""
+    from s5lib.models.checkpoints import strip_prefix
+    checkpoint = load_checkpoint_file(path)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("cfg"), dict) \
+            and isinstance(checkpoint.get("model"), dict):
+        weights = extract_state_dict(checkpoint["model"], prefixes=(), source=path)
+    else:
+        weights = extract_state_dict(checkpoint, prefixes=(), source=path)
+        if not any(key.startswith("encoder.") for key in weights):
+            raise CheckpointError(path, "neither a BEATs release ({'cfg', 'model'}) nor the "
+                                        "checkpoint of a model with a BEATs encoder (no "
+                                        "'encoder.*' keys)")
+        weights = strip_prefix(weights, "encoder.")
+    load_strict(encoder, weights, source=path)
+    return encoder
 
 
 def resample_to_beats(waveform, sample_rate=constants.SAMPLE_RATE):

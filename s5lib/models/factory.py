@@ -13,6 +13,11 @@ REDUX separator (``type: resunextk``, 3 slots / ``resunext``, one label per pass
 :mod:`s5lib.models.resunext`): any ``ResUNeXtConfig`` field (``blocks_per_level``, ``cardinality``,
 ``film_scope``, ``attention``, ``spec_augment``, ``freq_mask``, ``time_mask``, ...).
 
+KUBIG separator (``type: kubig``, :mod:`s5lib.models.kubig`; end to end: no label query, it
+gives waveform, class and DoA per slot): any ``KubigConfig`` field (``beats_preset`` full | small,
+``beats`` BEATsConfig overrides, ``hidden_dim``, ``n_compressed``, ``temporal_layers``, ...),
+``encoder_checkpoint`` (BEATs_iter3_plus_AS2M.pt, or a stage-2 ``beats`` tagger checkpoint).
+
 CP-JKU separator (``type: audiosep_sed``, :mod:`s5lib.models.audiosep_sed`): any ResUNetConfig field
 (defaults n_fft 2048, hop 160, one 18-d query), the guidance switches of ``GuidanceConfig``
 (``time_film``, ``embedding_injection``, ``sed_trainable``, ``dprnn``, ``refine_iterations``, ...),
@@ -26,6 +31,8 @@ Tagger::
       type: m2d_2025          # m2d_2025 (18-way multi-label) | m2d_2026 (3 x 19 slots, channel 0)
                               # | m2d_2026_4c (3 x 19 slots, the 4 channels)
                               # | sed (CP-JKU SED tagger: strong + attention heads, 16 kHz)
+                              # | beats (BEATs encoder + 18-way head: beats_preset, beats,
+                              #   pretrained_beats = a BEATs release file)
       pretrained_sed: ""      # sed: a PretrainedSED M2D file (M2D_strong_1.pt; heads stay new)
       m2d: {embed_dim: 768, depth: 12, ...}   # any M2DConfig field
       pretrained_m2d: ""      # an M2D release .pth (encoder weights, strict)
@@ -40,6 +47,8 @@ import yaml
 from s5lib import constants
 from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
                                      load_checkpoint_file, load_strict, strip_prefix)
+from s5lib.models.beats import BEATsTagger, beats_config, load_beats_weights
+from s5lib.models.kubig import KubigConfig, SpatialSeparatorModel
 from s5lib.models.audiosep_sed import AudioSepSED, GuidanceConfig, audiosep_sed_resunet_config
 from s5lib.models.m2d import M2DConfig, load_m2d_pth, load_pretrained_sed
 from s5lib.models.resunet import (ResUNet30, ResUNetConfig, init_from_audiosep,
@@ -48,16 +57,16 @@ from s5lib.models.resunext import AttResUNeXt, ResUNeXtConfig
 from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial, SEDTagger,
                                  load_tagger_checkpoint, set_trainable)
 
-SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed", "resunext", "resunextk")
+SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed", "resunext", "resunextk", "kubig")
 # separators that take one 18-d label per pass (one batch row per (mixture, label)); the others
 # take the 3 slots of a mixture at once as a 54-d query
 SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed", "resunext")
-TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed")
+TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed", "beats")
 # model.init_checkpoint value of a second training phase: "the best checkpoint of the base: config"
 PHASE1_CHECKPOINT = "phase1"
 # model-file keys that name weights to start from: the weights of the file being loaded replace them
 START_WEIGHT_KEYS = ("init_checkpoint", "pretrained_m2d", "pretrained_sed", "sed_checkpoint",
-                     "audiosep_checkpoint")
+                     "audiosep_checkpoint", "encoder_checkpoint", "pretrained_beats")
 
 
 def build_separator(model_cfg):
@@ -75,6 +84,8 @@ def build_separator(model_cfg):
         cfg["channels"] = tuple(cfg["channels"])
     if kind == "audiosep_sed":
         return _build_audiosep_sed(cfg, init)
+    if kind == "kubig":
+        return _build_kubig(cfg, init)
     single = dict(num_slots=1, label_len=constants.N_CLASSES)
     if kind == "resunext":
         model = AttResUNeXt(ResUNeXtConfig(**{**single, **cfg}))
@@ -87,6 +98,21 @@ def build_separator(model_cfg):
     if init:
         load_resunet_checkpoint(model, init)
     model.kind = kind
+    return model
+
+
+def _build_kubig(cfg, init):
+    encoder = cfg.pop("encoder_checkpoint", "") or ""
+    unknown = sorted(set(cfg) - set(KubigConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"model (type kubig): unknown key(s) {unknown}; known: "
+                         f"{sorted(KubigConfig.__dataclass_fields__)} and encoder_checkpoint")
+    model = SpatialSeparatorModel(KubigConfig(**cfg))
+    if encoder:
+        load_beats_weights(model.encoder, encoder)
+    if init:  # a kubig checkpoint (ours or a plain state_dict): any container, strict
+        load_tagger_checkpoint(model, init)
+    model.kind = "kubig"
     return model
 
 
@@ -128,6 +154,24 @@ def build_tagger(model_cfg):
     init = cfg.pop("init_checkpoint", "") or ""
     pretrained_sed = cfg.pop("pretrained_sed", "") or ""
     trainable = cfg.pop("trainable", "all")
+    if kind == "beats":  # KUBIG's stage 2: a BEATs encoder trained as an 18-way tagger
+        pretrained_beats = cfg.pop("pretrained_beats", "") or ""
+        if m2d_values or pretrained or pretrained_sed:
+            raise ValueError("model (type beats): m2d / pretrained_m2d / pretrained_sed are M2D "
+                             "settings; a BEATs tagger takes beats_preset, beats, pretrained_beats")
+        model = BEATsTagger(beats_config(cfg.pop("beats_preset", "small"), cfg.pop("beats", {})))
+        if cfg:
+            raise ValueError(f"model (type beats): unknown key(s) {sorted(cfg)}")
+        if pretrained_beats:
+            load_beats_weights(model.encoder, pretrained_beats)
+        if init:
+            load_tagger_checkpoint(model, init)
+        if trainable not in ("all", "head"):
+            raise ValueError(f"model.trainable {trainable!r}: a BEATs tagger trains all or head")
+        for param in model.encoder.parameters():
+            param.requires_grad_(trainable == "all")
+        model.kind = kind
+        return model
     if pretrained_sed and kind != "sed":
         raise ValueError(f"model.pretrained_sed is for type sed, not {kind!r}")
     if kind == "sed":
@@ -156,6 +200,8 @@ def build_tagger(model_cfg):
 # ----------------------------------------------------------------------------------------------
 TAGGER_ANCHORS = ("m2d.backbone.cls_token", "backbone.cls_token")  # the 4-channel layout first
 SEPARATOR_ANCHOR = "base.stft.conv_real.weight"
+KUBIG_ANCHOR = "doa_head.0.weight"  # the end-to-end separator has no STFT kernels
+BEATS_TAGGER_ANCHOR = "encoder.patch_embedding.weight"
 SED_TAGGER_ANCHOR = "model.m2d.backbone.cls_token"
 FULL_SIZE_EMBED_DIM = 768  # ViT-Base: the only M2D size whose head count the weights imply
 
@@ -176,6 +222,8 @@ def tagger_kind_from_weights(weights, source):
     weights."""
     if "strong_head.weight" in weights:
         return "sed"
+    if BEATS_TAGGER_ANCHOR in weights:
+        return "beats"
     if "m2d.backbone.cls_token" in weights:
         return "m2d_2026_4c"
     if any(key.startswith("head.tracks.") for key in weights):
@@ -196,6 +244,9 @@ def tagger_config_from_weights(weights, source):
     width needs a config file.
     """
     kind = tagger_kind_from_weights(weights, source)
+    if kind == "beats":
+        raise CheckpointError(source, "a BEATs tagger: its encoder size is not all in the weights; "
+                                      "give its config file (infer: --tagger_config)")
     backbone = {"m2d_2026_4c": "m2d.backbone.", "sed": "model.m2d.backbone."}.get(kind, "backbone.")
     embed_dim = int(weights[backbone + "cls_token"].shape[-1])
     depth = _count_blocks(weights, backbone + "blocks.")
@@ -232,6 +283,10 @@ def separator_config_from_weights(weights, source):
                                       "SED and switches cannot all be read from the weights; give "
                                       "its config file (infer: --separator_config; run.sh: "
                                       "--separator_checkpoint_config)")
+    if KUBIG_ANCHOR in weights:
+        raise CheckpointError(source, "an end-to-end (kubig) separator: its encoder and head sizes "
+                                      "are not all in the weights; give its config file (infer: "
+                                      "--separator_config; run.sh: --separator_checkpoint_config)")
     if "base.encoder1.blocks.0.conv1.weight" in weights:
         raise CheckpointError(source, "an attentive ResUNeXt (keys base.encoder1.blocks.*): its "
                                       "blocks per level, cardinality and switches are not all in "
@@ -319,9 +374,11 @@ def load_model_file(path, role, model_cfg=None):
     path = str(path)
     checkpoint = load_checkpoint_file(path)
     weights = extract_state_dict(checkpoint, prefixes=(), source=path)
-    anchors = TAGGER_ANCHORS if role == "tagger" else (SEPARATOR_ANCHOR,)
+    anchors = TAGGER_ANCHORS if role == "tagger" else (SEPARATOR_ANCHOR, KUBIG_ANCHOR)
     if role == "tagger" and any(key.endswith("strong_head.weight") for key in weights):
         anchors = (SED_TAGGER_ANCHOR,)  # the SED tagger nests its encoder as model.m2d.
+    if role == "tagger" and any(key.endswith(BEATS_TAGGER_ANCHOR) for key in weights):
+        anchors = (BEATS_TAGGER_ANCHOR,)
     prefix = None
     for anchor in anchors:
         prefix = detect_prefix(weights, anchor)

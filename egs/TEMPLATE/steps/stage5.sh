@@ -20,6 +20,11 @@ recipe=$(basename "$(pwd)")
 ref_dir=$(realpath -m --relative-to=. "$test_dir")
 tag=$(realpath -m --relative-to="$exp_dir" "$infer_exp")
 score_args=(--year "$year" --ref_dir "$ref_dir" --recipe "$recipe" --nj "$nj" --tag "$tag")
+# the dev_set of the test set: its rooms give the reference directions of the DoA error (only
+# scored for estimates that carry a direction)
+bank_root=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1])).get('bank_root', ''))" \
+  "$data_dir/dataset.json" 2>/dev/null || true)
+[ -n "$bank_root" ] && score_args+=(--bank_root "$(realpath -m --relative-to=. "$bank_root")")
 [ -f "$score_config" ] && score_args+=(--config "$score_config")
 found=false
 for mode_dir in "$infer_exp"/*/; do
