@@ -8,6 +8,11 @@ pre-mixed test set (``test/`` for 2025, ``synthesized/test/`` for 2026) with ``s
 
 Either way ``<out_dir>/dataset.json`` tells the later stages where everything is.
 
+External data (``--extra_sound_event DIR`` / ``--extra_interference DIR``, lists in the YAML;
+``--valid_speakers`` for the speaker-level split of extra speech): merged into the training bank
+as links in ``<out_dir>/dev_set_extended`` (:mod:`s5lib.data.external`), which the later stages
+then read; the validation and test sets stay those of the base.
+
     python -m s5lib.bin.prep_data --year 2025 --out_dir data [--db_root /path/to/dev_set]
 """
 import collections
@@ -36,6 +41,11 @@ DEFAULTS = {
     "eval_interferers": [0, 2],  # interferers per validation/test mixture
     "nj": 2,
     "overwrite": False,
+    # external data (s5lib.data.external): folders merged into the training bank as links, in a
+    # new tree <out_dir>/dev_set_extended (the fixed validation / test sets are not changed)
+    "extra_sound_event": [],  # folders laid out <Class>/**.wav (EARS: Speech/p001/*.wav)
+    "extra_interference": [],  # folders laid out <class>/**.wav (FSD50K dev, scaper layout)
+    "valid_speakers": [],      # extra sound-event files of these speakers go to the valid split
 }
 
 
@@ -145,6 +155,17 @@ def main(argv=None):
         print(f"test set: {len(results)} mixtures ({shown})")
         valid_list = os.path.join(bank_root, "metadata", "valid.json")
         source = "mini"
+    if cfg["extra_sound_event"] or cfg["extra_interference"]:
+        from s5lib.data.external import ExternalDataError, merge_external
+        try:
+            merged = merge_external(bank_root, os.path.join(out_dir, "dev_set_extended"),
+                                    cfg["extra_sound_event"], cfg["extra_interference"],
+                                    cfg["valid_speakers"])
+        except ExternalDataError as err:
+            sys.exit(f"prep_data: {err}")
+        added = "; ".join(f"{key} +{n}" for key, n in sorted(merged["added"].items()))
+        print(f"external data merged into {merged['root']}: {added}")
+        bank_root = merged["root"]
     dataset = {"year": year, "source": source, "bank_root": bank_root, "train_split": "train",
                "valid_split": "valid", "valid_list": valid_list, "test_dir": test_dir}
     tmp = os.path.join(out_dir, "dataset.json.tmp")
