@@ -83,7 +83,7 @@ def test_head_only_tagger_trains_the_head_only(tmp_path):
 def test_unknown_model_is_refused():
     with pytest.raises(RecipeError, match=r"--model must be one of separator, tagger_2025_head, "
                                           r"tagger_2025, tagger_2026_4c, cpjku_separator, "
-                                          r"cpjku_separator_iter3, all, cpjku, redux_separator; got 'nope'"):
+                                          r"cpjku_separator_iter3, all, cpjku, redux_separator, kubig_separator; got 'nope'"):
         bench_train.main(["--model", "nope", "--device", "cpu"])
 
 
@@ -110,6 +110,18 @@ def test_redux_separator_trains(capsys, tmp_path, bank_root):
     setup = next(line for line in lines if line.startswith("[setup]"))
     assert "attentive ResUNeXt" in setup and "1 ResNeXt blocks per level" in setup
     assert any(line.startswith("[a] train, model alone") for line in lines)
+
+
+def test_kubig_separator_trains_without_touching_its_frozen_encoder(capsys, tmp_path, bank_root):
+    lines = run_bench(capsys, tmp_path, bank_root, "kubig_separator", "--parts", "a,c", "--steps", "2")
+    setup = next(line for line in lines if line.startswith("[setup]"))
+    assert "KUBIG end to end" in setup and "batch 4" in setup and "trainable" in setup
+    check = next(line for line in lines if line.startswith("[check] frozen encoder"))
+    assert "with a gradient 0, in the optimizer 0, with optimizer state 0" in check
+    assert any(line.startswith("[c] inference") for line in lines)
+    _, models = bench_train.plan(["--preset", "gpu", "--model", "kubig_separator"])
+    assert dict(models)["kubig_separator"]["year"] == 2026
+    assert dict(models)["kubig_separator"]["size"] == "full"
 
 
 def test_cpjku_separators_train_and_time_refinement_steps(capsys, tmp_path, bank_root):

@@ -20,7 +20,13 @@ to end with on-the-fly synthesis) and inference speed.
   GPU: ``--preset gpu --model cpjku``;
 * ``redux_separator``: REDUX's attentive ResUNeXt (egs/redux: 3 slots, 8 ResNeXt blocks per level
   at full size, 44.6 M parameters; SpecAugment on, as in its second training phase; batch 5 as the
-  baseline's). On a GPU: ``--preset gpu --model redux_separator``.
+  baseline's). On a GPU: ``--preset gpu --model redux_separator``;
+* ``kubig_separator``: KUBIG's end-to-end separator (egs/kubig: at full size the frozen BEATs
+  iter3+ encoder, 90.3 M parameters, under 1.45 M trainable ones; joint PIT loss; batch 4 as the
+  report's; 2026 rules; random weights, as no release file is read). The ``[setup]`` line gives
+  total and trainable parameters, and a ``[check]`` line after part a counts the frozen encoder's
+  parameters that hold a gradient or optimizer state (both must be 0). On a GPU: ``--preset gpu
+  --model kubig_separator``.
 
 The taggers use the loss of stage 2 (:func:`s5lib.bin.train_tagger.make_loss_step`: BCE on
 ``label_vector`` for 2025, slot PIT cross-entropy on ``label_index`` for 2026) and train on the
@@ -150,7 +156,13 @@ MODELS = ("separator", "tagger_2025_head", "tagger_2025", "tagger_2026_4c")
 CPJKU_MODELS = ("cpjku_separator", "cpjku_separator_iter3")
 # REDUX's attentive ResUNeXt (egs/redux), phase 2 (SpecAugment on)
 REDUX_MODELS = ("redux_separator",)
-SEPARATORS = ("separator",) + CPJKU_MODELS + REDUX_MODELS
+# KUBIG's end-to-end separator (egs/kubig): frozen BEATs + trainable heads, joint PIT loss
+KUBIG_MODELS = ("kubig_separator",)
+SEPARATORS = ("separator",) + CPJKU_MODELS + REDUX_MODELS + KUBIG_MODELS
+KUBIG_TINY = {"type": "kubig", "beats_preset": "small", "hidden_dim": 128, "n_compressed": 16,
+              "temporal_layers": 2, "n_fft": 512, "hop_length": 256}   # egs/kubig/conf/separator.yaml
+KUBIG_FULL = {"type": "kubig"}                                      # egs/kubig/conf/full/separator.yaml
+KUBIG_BATCH_SIZE = 4
 REDUX_TINY = {"type": "resunextk", "channels": [8, 16, 16, 32, 32], "pre_channels": 8,
               "bottleneck_channels": 32, "blocks_per_level": 1, "intermediate_blocks": 3,
               "condition_size": 64, "n_fft": 512, "hop_length": 256, "momentum": 0.1,
@@ -216,6 +228,7 @@ class RandomMixtures(torch.utils.data.Dataset):
             "slot_onehot": slot_onehot,
             "label_index": classes,
             "active": torch.ones(k, dtype=torch.bool),
+            "doa": torch.nn.functional.normalize(torch.randn(k, 3, generator=generator), dim=-1),
             "index": torch.tensor(int(index)),
         }
 
@@ -254,7 +267,7 @@ def resolve_options(cfg):
     """Apply ``--preset`` (explicit command-line keys still win) and check the values."""
     if cfg["preset"] not in (None, "gpu"):
         raise RecipeError(f"--preset must be gpu (or left out), got {cfg['preset']!r}")
-    choices = MODELS + CPJKU_MODELS + ("all", "cpjku") + REDUX_MODELS
+    choices = MODELS + CPJKU_MODELS + ("all", "cpjku") + REDUX_MODELS + KUBIG_MODELS
     if cfg["model"] not in choices:
         raise RecipeError(f"--model must be one of {', '.join(choices)}; got {cfg['model']!r}")
     if cfg["size"] not in ("tiny", "full"):
@@ -287,8 +300,11 @@ def model_options(cfg, name, explicit):
                 opts[key] = value
     if opts["batch_size"] is None:
         opts["batch_size"] = (tagger["batch_size"][opts["size"]] if tagger is not None
+                              else KUBIG_BATCH_SIZE if name in KUBIG_MODELS
                               else CPJKU_BATCH_SIZE.get(name, SEPARATOR_BATCH_SIZE))
     opts["batch_size"] = int(opts["batch_size"])
+    if name in KUBIG_MODELS:
+        opts["year"] = 2026  # a 2026-only system
     if tagger is not None:
         opts["year"] = tagger["year"]
         opts["segment_seconds"] = None  # the taggers read the whole 10 s
@@ -463,6 +479,8 @@ def part_c(trainer, batch, cfg, is_tagger=False):
         inputs = (mixture,)
     elif getattr(model, "kind", "") == "audiosep_sed":
         inputs = (mixture, batch["slot_onehot"][:, 0])   # one 18-d query per row
+    elif getattr(model, "training_step", "") == "joint_pit":
+        inputs = (mixture,)                              # end to end: no query
     else:
         inputs = (mixture, batch["slot_onehot"].flatten(1))
     autocast = (torch.autocast("cuda", dtype=trainer.autocast_dtype)
@@ -559,6 +577,16 @@ def build_separator_trainer(cfg, dist, name="separator"):
                 f" parameters; {blocks} ResNeXt blocks per level, cardinality {model.config.cardinality}, "
                 f"SpecAugment on)")
         param_groups = []
+    elif name in KUBIG_MODELS:
+        from s5lib.bin.train_separator import JointPITStep
+        model = build_separator(KUBIG_TINY if cfg["size"] == "tiny" else KUBIG_FULL)
+        loss_step = JointPITStep("joint_pit", {}, segment)
+        n_all = sum(p.numel() for p in model.parameters())
+        what = (f"separator {cfg['size']} KUBIG end to end ({n_all:,} parameters, "
+                f"{model.trainable_parameters():,} trainable; frozen BEATs "
+                f"{model.encoder.config.encoder_layers} x {model.encoder.config.encoder_embed_dim}-d; "
+                f"hidden {model.config.hidden_dim}, n_compressed {model.config.n_compressed})")
+        param_groups = []
     else:
         model = build_separator(TINY_SEPARATOR if cfg["size"] == "tiny" else FULL_SEPARATOR)
         loss_step = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, segment)
@@ -629,6 +657,8 @@ def bench_model(name, cfg, banks, dist):
     try:
         if "a" in cfg["parts"]:
             results["a"] = part_a(trainer, train_batch, cfg)
+            if getattr(trainer.model, "training_step", "") == "joint_pit":
+                frozen_check(trainer)
         elif trainer.use_compile and banks:
             # compile before any loader starts, so workers do not fill their queues meanwhile
             run_training_steps(trainer, repeat(train_batch), max(1, warmup), 1)
@@ -648,6 +678,19 @@ def bench_model(name, cfg, banks, dist):
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return results
+
+
+def frozen_check(trainer):
+    """[check] line: the frozen encoder's parameters that hold a gradient or optimizer state."""
+    encoder = list(getattr(trainer.model, "module", trainer.model).encoder.parameters())
+    with_grad = sum(p.grad is not None for p in encoder)
+    ids = {id(p) for p in encoder}
+    with_state = sum(id(p) in ids for p in trainer.optimizer.state)
+    in_groups = sum(id(p) in ids for g in trainer.optimizer.param_groups for p in g["params"])
+    print(f"[check] frozen encoder: {len(encoder)} parameter tensors ({sum(p.numel() for p in encoder):,} "
+          f"values); with a gradient {with_grad}, in the optimizer {in_groups}, with optimizer "
+          f"state {with_state} (all must be 0)", flush=True)
+    return with_grad, in_groups, with_state
 
 
 def print_summary(name, results):
