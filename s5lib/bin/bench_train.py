@@ -160,7 +160,7 @@ REDUX_MODELS = ("redux_separator",)
 KUBIG_MODELS = ("kubig_separator",)
 SEPARATORS = ("separator",) + CPJKU_MODELS + REDUX_MODELS + KUBIG_MODELS
 KUBIG_TINY = {"type": "kubig", "beats_preset": "small", "hidden_dim": 128, "n_compressed": 16,
-              "temporal_layers": 2, "n_fft": 512, "hop_length": 256}   # egs/kubig/conf/separator.yaml
+              "temporal_layers": 2, "n_fft": 1024, "hop_length": 512}  # egs/kubig/conf/separator.yaml
 KUBIG_FULL = {"type": "kubig"}                                      # egs/kubig/conf/full/separator.yaml
 KUBIG_BATCH_SIZE = 4
 REDUX_TINY = {"type": "resunextk", "channels": [8, 16, 16, 32, 32], "pre_channels": 8,

@@ -7,7 +7,8 @@ Usage::
 
 Each ``--summaries`` entry is a ``summary.json`` written by ``python -m s5lib.bin.score`` or a
 folder searched for them. Summaries with the same tag (experiment name) form one table, one
-row per label mode (estimated / oracle labels). The page starts with an environment block
+row per label mode (estimated / oracle labels); another recipe's summaries (e.g. egs/baseline's
+rows next to a system's) are titled ``<recipe>: <tag>``. The page starts with an environment block
 (date, versions, git hash, machine) and is never to be edited by hand.
 """
 import argparse
@@ -33,8 +34,14 @@ def main(argv=None):
     except ValueError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
-    experiments = [(s.get("tag") or os.path.basename(os.path.dirname(os.path.abspath(p))),
-                    s, s.get("command", "")) for p, s in zip(paths, summaries)]
+    this_recipe = os.path.basename(os.path.normpath(os.path.abspath(recipe_dir)))
+    experiments = []
+    for path, summary in zip(paths, summaries):
+        name = summary.get("tag") or os.path.basename(os.path.dirname(os.path.abspath(path)))
+        other = summary.get("recipe")
+        if other and other != this_recipe:  # another recipe's rows (two recipes name dirs alike)
+            name = f"{other}: {name}"
+        experiments.append((name, summary, summary.get("command", "")))
     write_results_md(recipe_dir, experiments, args.out, title=args.title, summary_paths=paths)
     print(f"Wrote {args.out} ({len(experiments)} scoring run(s))")
     return 0
