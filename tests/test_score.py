@@ -319,6 +319,13 @@ def test_make_results(tmp_path):
     assert "python -m s5lib.bin.score --tag sep_a" in text
     assert make_results.main(["--summaries", str(tmp_path / "none.json"),
                               "--out", str(out)]) == 1
+    # another recipe's summary with the same tag gets its own table, titled by its recipe
+    other = fake_summary(str(tmp_path / "egs" / "kubig" / "exp" / "s" / "summary.json"), "kubig",
+                         "sep_a", "estimated", 2026, 1.25, 40.0)
+    assert make_results.main(["--summaries", a, other, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.count("## sep_a") == 1 and text.count("## kubig: sep_a") == 1
+    assert "| estimated | 1.25 | 40.00 | 41.00 | 1512 | 3 |" in text.split("## kubig: sep_a")[1]
 
 
 def test_compare(tmp_path, capsys):
