@@ -67,3 +67,20 @@ def test_every_problem_is_listed_before_anything_is_written(bank_root, tmp_path)
     with pytest.raises(ExternalDataError, match="refusing"):
         merge_external(bank_root, tmp_path / "mine", [ok], [])
     assert (tmp_path / "mine" / "keep.txt").exists()
+
+
+def test_prep_data_merges_from_the_command_line(tmp_path):
+    import json
+    from s5lib.bin import prep_data
+    ears = tmp_path / "ears"
+    _wav(ears / "Speech" / "p001" / "a.wav")
+    _wav(ears / "Speech" / "p090" / "b.wav")
+    data = tmp_path / "data"
+    prep_data.main(["--year", "2026", "--size", "tiny", "--n_valid", "1", "--n_test", "1", "--nj", "1",
+                    "--out_dir", str(data), "--extra_sound_event", str(ears),
+                    "--valid_speakers", "p090,p091"])
+    info = json.loads((data / "dataset.json").read_text())
+    assert info["bank_root"] == str(data / "dev_set_extended")
+    assert info["test_dir"].startswith(str(data / "dev_set"))   # the base's test set
+    assert (data / "dev_set_extended" / "sound_event" / "valid" / "Speech" / "ears_p090" / "b.wav").is_symlink()
+    assert (data / "dev_set_extended" / "sound_event" / "train" / "Speech" / "ears_p001" / "a.wav").is_symlink()

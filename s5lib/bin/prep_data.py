@@ -155,6 +155,12 @@ def main(argv=None):
         print(f"test set: {len(results)} mixtures ({shown})")
         valid_list = os.path.join(bank_root, "metadata", "valid.json")
         source = "mini"
+    for key in ("extra_sound_event", "extra_interference", "valid_speakers"):
+        # one value on the command line: a folder (or comma-separated speakers)
+        if isinstance(cfg[key], str):
+            cfg[key] = [v.strip() for v in cfg[key].split(",") if v.strip()]
+        elif cfg[key] is None:
+            cfg[key] = []
     if cfg["extra_sound_event"] or cfg["extra_interference"]:
         from s5lib.data.external import ExternalDataError, merge_external
         try:
