@@ -40,7 +40,7 @@ def test_factory_rejects_unknown_types():
     with pytest.raises(ValueError, match="model.type"):
         build_separator({"type": "convtasnet"})
     with pytest.raises(ValueError, match="model.type"):
-        build_tagger({"type": "beats"})
+        build_tagger({"type": "panns"})
 
 
 TINY_SEP = {"channels": [4, 4, 8, 8, 8, 8], "bottleneck_channels": 8, "condition_size": 16,
