@@ -111,6 +111,7 @@ import torch
 from s5lib import constants
 from s5lib.bin.common import RecipeError, crop_batch, run_cli
 from s5lib.bin.train_tagger import tagger_channels
+from s5lib.infer.end_to_end import is_end_to_end
 from s5lib.config import parse_config
 
 DEFAULTS = {
@@ -479,7 +480,7 @@ def part_c(trainer, batch, cfg, is_tagger=False):
         inputs = (mixture,)
     elif getattr(model, "kind", "") == "audiosep_sed":
         inputs = (mixture, batch["slot_onehot"][:, 0])   # one 18-d query per row
-    elif getattr(model, "training_step", "") == "joint_pit":
+    elif is_end_to_end(model):
         inputs = (mixture,)                              # end to end: no query
     else:
         inputs = (mixture, batch["slot_onehot"].flatten(1))
@@ -657,7 +658,7 @@ def bench_model(name, cfg, banks, dist):
     try:
         if "a" in cfg["parts"]:
             results["a"] = part_a(trainer, train_batch, cfg)
-            if getattr(trainer.model, "training_step", "") == "joint_pit":
+            if is_end_to_end(trainer.model):
                 frozen_check(trainer)
         elif trainer.use_compile and banks:
             # compile before any loader starts, so workers do not fill their queues meanwhile

@@ -27,6 +27,8 @@ def check_end_to_end(options):
 
 
 def is_end_to_end(separator):
+    """Whether a separator labels its own slots (trained by the joint PIT step) rather than
+    being queried with labels."""
     return getattr(separator, "training_step", None) == "joint_pit"
 
 

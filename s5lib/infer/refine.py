@@ -7,6 +7,7 @@ built with ``refine_iterations`` > 1); one query per batch row, as the single-qu
 """
 import torch
 
+from s5lib.infer.end_to_end import is_end_to_end
 from s5lib.infer.separate import single_query_chunks
 
 PROCEDURES = ("single", "iterative", "redux", "end_to_end")  # redux: s5lib.infer.redux,
@@ -17,7 +18,7 @@ def check_procedure(separator, procedure, steps):
     """The number of steps to run (1 for ``single``); a clear error when the separator cannot refine."""
     if procedure not in PROCEDURES:
         raise ValueError(f"procedure must be one of {PROCEDURES}, got {procedure!r}")
-    end_to_end = getattr(separator, "training_step", None) == "joint_pit"
+    end_to_end = is_end_to_end(separator)
     if end_to_end != (procedure == "end_to_end"):
         if end_to_end:
             raise ValueError(f"the {getattr(separator, 'kind', '?')} separator labels its own slots "
