@@ -8,6 +8,15 @@
 # Options given on the command line come last and override them.
 set -euo pipefail
 
+previous=""
+for arg in "$@"; do  # a 2026-only system: refuse another rule set before stage 1 builds its data
+  if [ "$previous" = --year ] && [ "$arg" != 2026 ]; then
+    echo "$0: kubig follows the DCASE 2026 rules (0-3 targets, duplicates, CAPI-SDRi); --year $arg is not supported" >&2
+    exit 1
+  fi
+  previous=$arg
+done
+
 exec ./stages.sh \
   --year 2026 \
   --data_config conf/prep_data.yaml \
