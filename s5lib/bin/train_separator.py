@@ -217,16 +217,7 @@ def resolve_encoder_exp(model_cfg):
     exp = model_cfg.pop("encoder_exp", "") or ""
     if not exp:
         return
-    cfg_path = os.path.join(exp, "config.yaml")
-    checkpoint = os.path.join(exp, "checkpoint_best.pt")
-    for path in (cfg_path, checkpoint):
-        if not os.path.isfile(path):
-            raise RecipeError(f"train_separator: model.encoder_exp: {path} not found; train the "
-                              "BEATs tagger first (stage 2)")
-    tagger = read_model_config(cfg_path, "model.encoder_exp")
-    if tagger.get("type") != "beats":
-        raise RecipeError(f"train_separator: model.encoder_exp: {cfg_path} is a "
-                          f"{tagger.get('type')!r} tagger, not a BEATs tagger (type: beats)")
+    tagger, checkpoint = read_stage2_tagger(exp, "model.encoder_exp", "beats", "a BEATs tagger")
     model_cfg["beats_preset"] = tagger.get("beats_preset", "small")
     model_cfg["beats"] = dict(tagger.get("beats") or {})
     model_cfg["encoder_checkpoint"] = checkpoint
@@ -236,6 +227,22 @@ def resolve_encoder_exp(model_cfg):
 # labels as queries) or end to end (joint PIT over the slots); chosen by the model's
 # ``training_step`` attribute
 TRAINING_STEPS = ("label_queried", "joint_pit")
+
+
+def read_stage2_tagger(exp, key, kind, what):
+    """(``model:`` section, ``checkpoint_best.pt`` path) of the stage-2 tagger in ``exp``, which
+    must be of type ``kind``; a clear error naming ``key`` otherwise."""
+    cfg_path = os.path.join(exp, "config.yaml")
+    checkpoint = os.path.join(exp, "checkpoint_best.pt")
+    for path in (cfg_path, checkpoint):
+        if not os.path.isfile(path):
+            raise RecipeError(f"train_separator: {key}: {path} not found; train {what} first "
+                              "(stage 2)")
+    tagger = read_model_config(cfg_path, key)
+    if tagger.get("type") != kind:
+        raise RecipeError(f"train_separator: {key}: {cfg_path} is a {tagger.get('type')!r} "
+                          f"tagger, not {what} (type: {kind})")
+    return tagger, checkpoint
 
 
 def resolve_sed_exp(model_cfg):
@@ -249,16 +256,7 @@ def resolve_sed_exp(model_cfg):
     if not (model_cfg.get("time_film", True) or model_cfg.get("embedding_injection", True)):
         logger.info("model.sed_exp %s not used: neither time_film nor embedding_injection", exp)
         return
-    cfg_path = os.path.join(exp, "config.yaml")
-    checkpoint = os.path.join(exp, "checkpoint_best.pt")
-    for path in (cfg_path, checkpoint):
-        if not os.path.isfile(path):
-            raise RecipeError(f"train_separator: model.sed_exp: {path} not found; train the SED "
-                              "tagger first (stage 2)")
-    tagger = read_model_config(cfg_path, "model.sed_exp")
-    if tagger.get("type") != "sed":
-        raise RecipeError(f"train_separator: model.sed_exp: {cfg_path} is a {tagger.get('type')!r} "
-                          "tagger, not an SED tagger (type: sed)")
+    tagger, checkpoint = read_stage2_tagger(exp, "model.sed_exp", "sed", "an SED tagger")
     model_cfg["sed"] = {k: v for k, v in tagger.items()
                         if k not in ("type", "trainable") + START_WEIGHT_KEYS}
     model_cfg["sed_checkpoint"] = checkpoint
