@@ -22,7 +22,7 @@ to end with on-the-fly synthesis) and inference speed.
   at full size, 44.6 M parameters; SpecAugment on, as in its second training phase; batch 5 as the
   baseline's). On a GPU: ``--preset gpu --model redux_separator``;
 * ``kubig_separator``: KUBIG's end-to-end separator (egs/kubig: at full size the frozen BEATs
-  iter3+ encoder, 90.3 M parameters, under 1.45 M trainable ones; joint PIT loss; batch 4 as the
+  iter3+ encoder, 90.3 M parameters, under 1.58 M trainable ones; joint PIT loss; batch 4 as the
   report's; 2026 rules; random weights, as no release file is read). The ``[setup]`` line gives
   total and trainable parameters, and a ``[check]`` line after part a counts the frozen encoder's
   parameters that hold a gradient or optimizer state (both must be 0). On a GPU: ``--preset gpu

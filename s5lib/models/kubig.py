@@ -14,7 +14,7 @@ One model, no label query: for each of K = 3 output slots a waveform (a mask on 
     │     active intensity Re(W* [X, Y, Z]) / energy and its norm, pooled into
     │     n_compressed bands -> Linear -> hidden                                  "spatial"
     └─ sum -> LayerNorm -> BiGRU (temporal_layers) -> x (B, T, hidden)
-  per slot k: x + slot_embedding[k] -> MLP -> h_k (B, T, hidden)
+  per slot k: GELU(Linear_k(x)) -> h_k (B, T, hidden) (one projection per slot)
     mask      sigmoid(Linear(h_k)) (B, T, F) x complex STFT of W -> iSTFT -> waveform_k
     class     attention pooling of h_k over time -> MLP -> 19 logits
     doa       [pooled h_k, the mask-weighted mean intensity vector] -> MLP -> (x, y, z)
@@ -28,8 +28,8 @@ active intensity vectors, the first-order reading of "spatial modeling" (the DoA
 is the direction of its intensity); n_compressed is the width each BEATs patch is compressed to
 (8 patches x 32 = 256 = hidden) and the number of frequency bands of the spatial features; masks
 are real, on the STFT of W, so an estimate is a filtered W channel like the reference (channel 0).
-At hidden 256, n_compressed 32, 3 GRU layers there are 1,447,864 trainable parameters out of
-91,759,656 with the full BEATs (the report: ~1.5 M of 91.8 M).
+At hidden 256, n_compressed 32, 3 GRU layers there are 1,578,680 trainable parameters out of
+91,890,472 with the full BEATs (the report: ~1.5 M of 91.8 M).
 """
 import dataclasses
 from typing import Optional
@@ -106,8 +106,9 @@ class SpatialSeparatorModel(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.temporal = nn.GRU(hidden, hidden // 2, num_layers=cfg.temporal_layers,
                                batch_first=True, bidirectional=True)
-        self.slot_embedding = nn.Parameter(0.02 * torch.randn(cfg.num_slots, hidden))
-        self.slot_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
+        # one projection per slot (the slots' only asymmetry: what lets PIT give each one a
+        # different source; the heads after it are shared)
+        self.slot_proj = nn.Linear(hidden, cfg.num_slots * hidden)
         self.mask_head = nn.Linear(hidden, n_bins)
         self.attention = nn.Linear(hidden, 1)
         self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(),
@@ -178,7 +179,8 @@ class SpatialSeparatorModel(nn.Module):
             feats = torch.cat([direction, direction.norm(dim=1, keepdim=True)], dim=1)
             x = x + self.spatial(feats.flatten(1, 2).transpose(1, 2))
         x, _ = self.temporal(self.norm(x))  # (B, T, hidden)
-        h = self.slot_mlp(x[:, None] + self.slot_embedding[None, :, None])  # (B, K, T, hidden)
+        T = x.shape[1]
+        h = F.gelu(self.slot_proj(x)).view(B, T, cfg.num_slots, -1).transpose(1, 2)  # (B, K, T, hidden)
         masks = torch.sigmoid(self.mask_head(h)).transpose(2, 3)  # (B, K, F, T)
         if cfg.mask_floor:
             masks = cfg.mask_floor + (1 - cfg.mask_floor) * masks
