@@ -10,7 +10,7 @@ One model, no label query: for each of K = 3 output slots a waveform (a mask on 
     │     the 8 patches of a time step concatenated -> Linear -> hidden; linear interpolation
     │     from the 160 ms patches to the 10 ms STFT frames                       "semantic"
     ├─ STFT of the 4 channels (n_fft 1024, hop 320):
-    │     log power of W per bin -> Linear -> hidden                              "spectral"
+    │     log power of W per bin, standardised per mixture -> Linear -> hidden    "spectral"
     │     active intensity Re(W* [X, Y, Z]) / energy and its norm, pooled into
     │     n_compressed bands -> Linear -> hidden                                  "spatial"
     └─ sum -> LayerNorm -> BiGRU (temporal_layers) -> x (B, T, hidden)
@@ -167,8 +167,13 @@ class SpatialSeparatorModel(nn.Module):
         B, _, N = mixture.shape
         spec = self._stft(mixture)  # (B, 4, F, T)
         frames = spec.shape[-1]
-        power = spec[:, W].abs().pow(2)
-        x = self.spectral(torch.log(power + 1e-8).transpose(1, 2))  # (B, T, hidden)
+        log_power = torch.log(spec[:, W].abs().pow(2) + 1e-10)
+        # standardised per mixture (over bins and frames): raw log powers sit around -15 with a
+        # spread of a few units, and a linear map of them is dominated by that offset (after
+        # the LayerNorm every mixture then looked alike and the GRU saturated)
+        mean = log_power.mean(dim=(1, 2), keepdim=True)
+        std = log_power.std(dim=(1, 2), keepdim=True)
+        x = self.spectral(((log_power - mean) / (std + 1e-5)).transpose(1, 2))  # (B, T, hidden)
         x = x + self._semantic(mixture[:, W], frames)
         intensity = energy = None
         if cfg.spatial_features:
