@@ -272,7 +272,7 @@ def reference_directions(test_set, bank_root, metadata_dir):
     Returns (directions, problems)."""
     from s5lib.data.synth import FoaSynthesizer, SoundBank, SynthesisError, synth_config_from_metadata
     import json
-    problems, out, banks = [], {}, {}
+    problems, out, bank = [], {}, None
     for mixture in test_set.mixtures:
         path = os.path.join(metadata_dir, mixture + ".json")
         if not os.path.isfile(path):
@@ -281,10 +281,9 @@ def reference_directions(test_set, bank_root, metadata_dir):
         try:
             with open(path) as f:
                 meta = json.load(f)
-            split = "valid"
-            if split not in banks:
-                banks[split] = SoundBank(bank_root, split)
-            synth = FoaSynthesizer(banks[split], synth_config_from_metadata(meta))
+            if bank is None:  # the split the test set is drawn from (prep_data's _eval_synth)
+                bank = SoundBank(bank_root, "valid")
+            synth = FoaSynthesizer(bank, synth_config_from_metadata(meta))
             targets = synth.target_positions(meta)
         except (OSError, ValueError, KeyError, SynthesisError) as err:
             problems.append(f"{path}: cannot read the target positions ({err})")

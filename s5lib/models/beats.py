@@ -378,12 +378,17 @@ class BEATs(nn.Module):
         return torch.sigmoid(self.predictor(self(waveform)).mean(dim=1))
 
 
+def _is_release(checkpoint):
+    """Whether a loaded file is a BEATs release: ``{"cfg": {...}, "model": state_dict}``."""
+    return (isinstance(checkpoint, dict) and isinstance(checkpoint.get("cfg"), dict)
+            and isinstance(checkpoint.get("model"), dict))
+
+
 def load_beats(path, overrides=None):
     """A :class:`BEATs` from a released ``.pt`` (``{"cfg": ..., "model": ...}``), strict and
     weights-only; ``overrides`` change training-only settings (e.g. ``encoder_layerdrop``)."""
     checkpoint = load_checkpoint_file(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("cfg"), dict) \
-            or not isinstance(checkpoint.get("model"), dict):
+    if not _is_release(checkpoint):
         raise CheckpointError(path, "not a BEATs release file: expected a dict with 'cfg' (its "
                                     "settings) and 'model' (its state_dict), as BEATs_iter3_plus_"
                                     "AS2M.pt has")
@@ -406,8 +411,7 @@ def load_beats_weights(encoder, path):
     a ``kubig`` separator): its ``encoder.*`` weights."""
     from s5lib.models.checkpoints import strip_prefix
     checkpoint = load_checkpoint_file(path)
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("cfg"), dict) \
-            and isinstance(checkpoint.get("model"), dict):
+    if _is_release(checkpoint):
         weights = extract_state_dict(checkpoint["model"], prefixes=(), source=path)
     else:
         weights = extract_state_dict(checkpoint, prefixes=(), source=path)
