@@ -348,7 +348,7 @@ def test_train_and_evaluate_a_tiny_lass_separator(bank_root, tmp_path):
     means = {k: np.mean([float(r[k]) for r in rows]) for k in ("sdr", "sdri", "sisdr")}
     for key in means:
         assert means[key] == pytest.approx(result["metrics"][key], abs=1e-3)
-    assert result["mixture_anchor"]["sdri"] == 0.0
+    assert result["mixture_anchor"]["sdri"] == 0.0 and set(result["wrong_query"]) == {"sdr", "sdri", "sisdr"}
     assert (out / "audio" / "0000_estimate.wav").is_file()
     results = tmp_path / "RESULTS.md"
     eval_lass.main(["--summaries", str(out / "summary.json"), "--out", str(results)])
