@@ -27,6 +27,11 @@ def srpol_recipe(tmp_path):
                                      "epoch_size": 8, "valid_max_pairs": 4, "train.batch_size": 4,
                                      "train.max_steps": 2, "train.warmup_steps": 0,
                                      "train.valid_every_steps": None})
+    shrink(conf / "tagger.yaml", {"model.m2d": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                                  "epoch_size": 8, "pool.mixtures": 4, "pool.num_workers": 0,
+                                  "valid_max_mixtures": 4, "train.batch_size": 4, "train.max_steps": 2,
+                                  "train.num_workers": 0, "train.valid_every_steps": None,
+                                  "train.warmup_steps": 0, "train.scheduler": "constant"})
     return recipe
 
 
@@ -61,3 +66,36 @@ def test_srpol_all_stages(srpol_recipe):
     released = json.loads((srpol_recipe / "exp" / "separator_released" / "decode_test" /
                            "summary.json").read_text())
     assert released["metrics"] == pytest.approx(summary["metrics"], abs=1e-4)
+
+
+def test_srpol_s5_pipeline_with_captions(srpol_recipe):
+    """--infer_config conf/infer_s5.yaml: stage 2 trains the baseline tagger, stage 4 queries the
+    LASS separator with each label's caption, stage 5 scores CA-SDRi like every recipe; the LASS
+    table and the S5 table share RESULTS.md."""
+    result = run(srpol_recipe, "--nj", "1", "--class_eq_mixtures", "4", "--stop_stage", "4")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run(srpol_recipe, "--nj", "1", "--class_eq_mixtures", "4", "--stage", "2",
+                 "--infer_config", "conf/infer_s5.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    exp = srpol_recipe / "exp"
+    assert (exp / "tagger" / "checkpoint_best.pt").is_file()
+    decode = exp / "separator" / "decode_test_infer_s5"
+    for mode in ("estimated", "oracle"):
+        probs = json.loads((decode / mode / "eval_results.json").read_text())
+        assert len(probs["probabilities"]) == 3
+        for entry in probs["probabilities"]:
+            for est in entry["estimate"]:
+                assert est["filename"] == f"{entry['soundscape']}_{est['label']}.wav"
+        summary = json.loads((decode / "scores" / mode / "summary.json").read_text())
+        assert "CA-SDRi" in summary["metrics"]
+    import soundfile as sf
+    wav = next((decode / "oracle" / "estimates").glob("*.wav"))
+    info = sf.info(str(wav))
+    assert info.samplerate == 32000 and info.frames == 320000   # back at the S5 rate and length
+    results = (srpol_recipe / "RESULTS.md").read_text()
+    assert "LASS on the mini bank" in results and "CA-SDRi" in results
+    # the LASS separator with the plain S5 procedure is a clear error
+    (srpol_recipe / "conf" / "infer_bad.yaml").write_text("procedure: single\n")
+    result = run(srpol_recipe, "--stage", "4", "--stop_stage", "4", "--infer_config",
+                 "conf/infer_bad.yaml")
+    assert result.returncode != 0

@@ -200,6 +200,10 @@ if [ -n "$baseline_tagger" ]; then
   fi
 fi
 settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
+# A recipe whose stage does different work for different options may add to that stage's own
+# settings here (local/settings.sh, sourced; e.g. egs/srpol's stage 2 trains a tagger only for its
+# S5 pipeline): only that stage's marker changes, not the later stages'.
+[ ! -f local/settings.sh ] || . local/settings.sh
 
 is_done() {  # is_done MARKER SETTINGS: true when the stage finished with these settings
   [ "$force" = false ] && [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]

@@ -33,6 +33,9 @@ rounds) into ``eval_results.json`` and the counts into ``<mode>/strategy.json``;
 ``procedure: end_to_end`` runs a separator that labels its own slots (KUBIG, no tagger: label
 mode ``estimated`` only; slots of class silence dropped; each estimate's DoA, or null under
 ``end_to_end.doa_threshold``, in ``eval_results.json``; 2026 names use the model's slot number);
+``procedure: caption_queried`` runs a text-queried LASS separator (``--separator_exp`` a
+train_lass experiment, egs/srpol): each label becomes a caption (``caption_query:`` options, see
+:mod:`s5lib.infer.caption_query`) that queries it on channel 0 at 16 kHz;
 the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (2025) or
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
@@ -54,6 +57,8 @@ from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, r
                               run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
 from s5lib.data.datasets import PremixedMixtures
+from s5lib.infer.caption_query import (CAPTION_QUERY_DEFAULTS, is_lass_experiment,
+                                       load_caption_queried)
 from s5lib.infer.end_to_end import E2E_DEFAULTS, check_end_to_end, separate_end_to_end
 from s5lib.infer.redux import STRATEGY_DEFAULTS, check_strategy, model_strategy, summarise
 from s5lib.infer.refine import check_procedure, separate_batch_steps
@@ -99,6 +104,8 @@ DEFAULTS = {
     # procedure end_to_end: a separator that labels its own slots (KUBIG; s5lib.infer.end_to_end):
     # no tagger; label mode estimated only; each estimate's DoA goes into eval_results.json
     "end_to_end": dict(E2E_DEFAULTS),
+    # procedure caption_queried: a LASS separator queried with one caption per label
+    "caption_query": dict(CAPTION_QUERY_DEFAULTS),
     # single-query separators: a (mixture, label) separated for one label mode is reused by the
     # others (the oracle and the tagger's label lists overlap), up to this many MB of waveforms
     "cache_mb": 4096,
@@ -300,7 +307,19 @@ def main(argv=None):
                        "and there is nothing to score", test_dir)
         modes.remove("oracle")
     device = pick_device(cfg["device"])
-    separator = load_role(cfg, "separator").to(device)
+    if cfg["procedure"] == "caption_queried" or is_lass_experiment(cfg["separator_exp"]):
+        if cfg["separator_checkpoint"] or not is_lass_experiment(cfg["separator_exp"]):
+            raise RecipeError("infer: procedure caption_queried reads a train_lass experiment "
+                              "(--separator_exp DIR whose config has model.type lass)")
+        try:
+            separator = load_caption_queried(cfg["separator_exp"], cfg["caption_query"],
+                                             trust=bool(cfg["trust_checkpoint"])).to(device)
+        except ValueError as err:
+            raise RecipeError(f"infer: {err}") from None
+        logger.info("caption-queried LASS separator %s; captions: %s", cfg["separator_exp"],
+                    "; ".join(f"{c} -> {separator.caption_of(c)!r}" for c in constants.CLASSES[:3]))
+    else:
+        separator = load_role(cfg, "separator").to(device)
     try:
         steps = check_procedure(separator, cfg["procedure"], cfg["refine_steps"])
         cfg["strategy"] = check_strategy(cfg["strategy"])

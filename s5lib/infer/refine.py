@@ -10,7 +10,7 @@ import torch
 from s5lib.infer.end_to_end import is_end_to_end
 from s5lib.infer.separate import single_query_chunks
 
-PROCEDURES = ("single", "iterative", "redux", "end_to_end")  # redux: s5lib.infer.redux,
+PROCEDURES = ("single", "iterative", "redux", "end_to_end", "caption_queried")  # redux: s5lib.infer.redux,
 # end_to_end: s5lib.infer.end_to_end (a separator that labels its own slots; no tagger)
 
 
@@ -25,7 +25,14 @@ def check_procedure(separator, procedure, steps):
                              "(no label query): use procedure: end_to_end")
         raise ValueError(f"procedure 'end_to_end' needs an end-to-end separator (e.g. type kubig); "
                          f"this one is a label-queried {getattr(separator, 'kind', '?')}")
-    if procedure in ("single", "redux", "end_to_end"):
+    captioned = getattr(separator, "kind", "") == "caption_queried"
+    if captioned != (procedure == "caption_queried"):
+        if captioned:
+            raise ValueError("a LASS separator is queried with captions: use procedure: "
+                             "caption_queried")
+        raise ValueError("procedure 'caption_queried' needs a LASS separator (a train_lass "
+                         f"experiment, model.type lass); this one is a {getattr(separator, 'kind', '?')}")
+    if procedure in ("single", "redux", "end_to_end", "caption_queried"):
         return 1
     steps = int(steps)
     if steps < 1:

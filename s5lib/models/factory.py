@@ -59,8 +59,9 @@ from s5lib.models.tagger import (M2DTagger2025, M2DTagger2026, M2DTagger2026Spat
 
 SEPARATOR_TYPES = ("resunet", "resunetk", "audiosep_sed", "resunext", "resunextk", "kubig")
 # separators that take one 18-d label per pass (one batch row per (mixture, label)); the others
-# take the 3 slots of a mixture at once as a 54-d query
-SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed", "resunext")
+# take the 3 slots of a mixture at once as a 54-d query (caption_queried: a LASS separator queried
+# with each label's caption, s5lib.infer.caption_query)
+SINGLE_QUERY_KINDS = ("resunet", "audiosep_sed", "resunext", "caption_queried")
 TAGGER_TYPES = ("m2d_2025", "m2d_2026", "m2d_2026_4c", "sed", "beats")
 # model.init_checkpoint value of a second training phase: "the best checkpoint of the base: config"
 PHASE1_CHECKPOINT = "phase1"

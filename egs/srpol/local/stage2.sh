@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Stage 2 (srpol): nothing to train: the queries are captions, embedded by a frozen text encoder
-# that ships with its weights (s5lib/models/text_encoder.py). Checks that it loads offline.
+# Stage 2 (srpol): the LASS queries are captions, embedded by a frozen text encoder that ships with
+# its weights (s5lib/models/text_encoder.py): this checks that it loads offline. For the S5
+# pipeline (--infer_config conf/infer_s5.yaml) the shared step trains the baseline tagger whose
+# labels become the captions.
 set -euo pipefail
 . ./path.sh
+. local/s5.sh
+if is_s5; then
+  exec bash steps/stage2.sh
+fi
 HF_HUB_OFFLINE=1 "$python" - "$separator_config" <<'PY'
 import sys
 import yaml

@@ -4,9 +4,15 @@
 # LASS baseline's Lightning file; --separator_checkpoint_config a YAML with its model: and
 # text_encoder: sections), scored per pair as the DCASE 2024 Task 9 evaluator does
 # (python -m s5lib.bin.eval_lass): <separator dir>/decode_test/{pairs.csv,summary.json,audio/}.
+# With --infer_config conf/infer_s5.yaml (procedure: caption_queried) it is the shared S5 inference
+# instead: the tagger's labels as captions, estimates under the official names.
 set -euo pipefail
 . steps/common.sh
+. local/s5.sh
 require_file "$infer_config"
+if is_s5; then
+  exec bash steps/stage4.sh
+fi
 args=(--config "$infer_config")
 if [ -n "$separator_checkpoint" ]; then
   [ -z "$separator_checkpoint_config" ] || args+=(--config "$separator_checkpoint_config")
