@@ -353,3 +353,51 @@ def test_train_and_evaluate_a_tiny_lass_separator(bank_root, tmp_path):
     results = tmp_path / "RESULTS.md"
     eval_lass.main(["--summaries", str(out / "summary.json"), "--out", str(results)])
     assert "| 6 |" in results.read_text()
+
+
+def test_mixit_examples_and_training_mode(bank_root, tmp_path):
+    """MixIT on LASS data: an example is the sum of two training mixtures (no isolated source);
+    the step queries both captions and matches the estimates to the mixtures; a short run
+    trains, validates on the challenge's measures and checkpoints like the supervised mode."""
+    from s5lib.bin import train_lass
+    from s5lib.data.lass import MixITPairs
+    pairs = LASSMixtures(bank_clips(bank_root, "train"), segment_seconds=0.5, epoch_size=8, seed=1)
+    data = MixITPairs(pairs)
+    item = data[3]
+    assert set(item) == {"mixture", "mixture1", "mixture2", "caption", "caption2"}
+    assert torch.allclose(item["mixture"][0], item["mixture1"] + item["mixture2"], atol=1e-6)
+    assert float(item["mixture"].abs().max()) <= 1.0
+    assert torch.equal(data[3]["mixture"], item["mixture"])
+    encoder = type("Encoder", (), {"embed": lambda self, texts: torch.nn.functional.normalize(
+        torch.stack([torch.randn(16, generator=torch.Generator().manual_seed(len(t))) for t in texts]), dim=1)})()
+    step = train_lass.LASSMixITStep(encoder, "l1_wave", {})
+    model = build_lass_separator(TINY_UNET, 16)
+    batch = torch.utils.data.default_collate([data[i] for i in range(3)])
+    loss, logs = step(model, batch)
+    assert loss.dim() == 0 and torch.isfinite(loss) and 0 <= float(logs["mixit_as_captioned"]) <= 1
+    loss.backward()
+    # the loss is the best of the four assignments (an empty group allowed), computed by hand
+    with torch.no_grad():
+        captions = list(batch["caption"]) + list(batch["caption2"])
+        est = model(torch.cat([batch["mixture"]] * 2), encoder.embed(captions))
+        e1, e2 = est[:3], est[3:]
+        l1 = lambda a, b: (a - b).abs().mean(-1)
+        m1, m2 = batch["mixture1"], batch["mixture2"]
+        zero = torch.zeros_like(e1)
+        options = torch.stack([l1(e1 + e2, m1) + l1(zero, m2), l1(e1, m1) + l1(e2, m2),
+                               l1(e2, m1) + l1(e1, m2), l1(zero, m1) + l1(e1 + e2, m2)])
+        assert float(loss) == pytest.approx(float(options.min(0).values.mean()), rel=1e-4)
+    entries = write_lass_sets(bank_root, str(tmp_path / "lass"), {"valid_pairs": 3, "test_pairs": 3,
+                                                                   "clip_seconds": 0.5})
+    (tmp_path / "dataset.json").write_text(json.dumps(dict(
+        year=2025, bank_root=bank_root, valid_list="", test_dir="", **entries)))
+    summary = train_lass.main(["--data", str(tmp_path), "--exp_dir", str(tmp_path / "exp"),
+                               "--training_mode", "mixit", "--model.channels", "[4, 4, 8, 8, 8, 8]",
+                               "--model.bottleneck_channels", "8", "--segment_seconds", "0.5",
+                               "--epoch_size", "8", "--train.batch_size", "4", "--train.max_steps", "2",
+                               "--train.warmup_steps", "0", "--train.progress", "false",
+                               "--train.device", "cpu"])
+    assert summary["step"] == 2 and (tmp_path / "exp" / "checkpoint_best.pt").is_file()
+    with pytest.raises(Exception, match="training_mode"):
+        train_lass.main(["--data", str(tmp_path), "--exp_dir", str(tmp_path / "exp2"),
+                         "--training_mode", "unsupervised"])

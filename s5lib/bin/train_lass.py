@@ -6,6 +6,9 @@ DCASE 2024 LASS baseline's rule (:class:`s5lib.data.lass.LASSMixtures`). The tex
 frozen and outside the checkpoint (``text_encoder:``; :mod:`s5lib.models.text_encoder`); its
 settings are part of the run's config, so a resume with another encoder is refused.
 
+``training_mode: mixit`` trains from mixtures only (:class:`LASSMixITStep`): the sum of two
+training mixtures, queried with both captions, the two estimates matched to the two mixtures.
+
 Training clips: the mini bank's ``train`` clips, captioned from templates (default), or the LASS
 sets' caption files (``lass_sources``: a list of ``{type: fsd50k | clotho | audiocaps, captions:
 FILE, audio_dir: DIR}``). Validation: the challenge's measures (:mod:`s5lib.metrics.lass`) on a
@@ -23,8 +26,8 @@ from s5lib.bin.common import (RecipeError, read_dataset_info, record_training_co
                               setup_logging)
 from s5lib.config import parse_config
 from s5lib.data.captions import CAPTION_SETS
-from s5lib.data.lass import (LASSDataError, LASSMixtures, bank_clips, load_pair, read_caption_files,
-                             read_lass_set)
+from s5lib.data.lass import (LASSDataError, LASSMixtures, MixITPairs, bank_clips, load_pair,
+                             read_caption_files, read_lass_set)
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics.lass import score_pair, summarise
 from s5lib.models.checkpoints import trust_checkpoints
@@ -43,6 +46,10 @@ DEFAULTS = {
     "model": {"type": "lass"},
     "loss": "l1_wave",           # any single-source loss of s5lib.losses (l1_wave: the baseline's)
     "loss_kwargs": {},
+    # supervised: (mixture, caption) -> the captioned source; mixit: the sum of two mixtures,
+    # queried with both captions, the two estimates assigned to the two mixtures by the best of
+    # the 2^2 assignments (an empty group allowed) under ``loss``: no isolated source is used
+    "training_mode": "supervised",
     "lass_sources": [],          # real LASS data (caption files); empty: the bank's train clips
     "caption_set": "train",      # captions of bank clips while training (s5lib.data.captions)
     "valid": {},                 # {csv, audio_dir}; empty: dataset.json's lass_valid
@@ -74,6 +81,33 @@ class LASSLossStep:
         condition = self.encoder.embed(batch["caption"]).to(batch["mixture"].device)
         estimate = model(batch["mixture"], condition)
         return self.loss_fn(estimate, batch["target"]).mean(), {}
+
+
+class LASSMixITStep:
+    """MixIT on LASS data: the separator, queried with each of the two mixtures' captions, gives
+    two estimates from their sum; :func:`s5lib.losses.mixit` picks the best assignment of the
+    estimates to the two mixtures (each to either, an empty group allowed) and the loss is that
+    of the re-mixed estimates against the two mixtures."""
+
+    def __init__(self, encoder, loss_name, loss_kwargs):
+        if loss_name not in SINGLE_SOURCE_LOSSES:
+            raise RecipeError(f"train_lass: MixIT takes a single-source loss for each mixture "
+                              f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
+        self.encoder = encoder
+        self.loss_fn = get_loss("mixit", loss=loss_name, loss_kwargs=loss_kwargs or {})
+
+    def __call__(self, model, batch):
+        device = batch["mixture"].device
+        captions = list(batch["caption"]) + list(batch["caption2"])
+        condition = self.encoder.embed(captions).to(device)
+        mixture = torch.cat([batch["mixture"], batch["mixture"]])
+        estimates = model(mixture, condition)                       # (2B, T)
+        batch_size = batch["mixture"].shape[0]
+        est = torch.stack([estimates[:batch_size], estimates[batch_size:]], dim=1)   # (B, 2, T)
+        loss, assignment = self.loss_fn(est, batch["mixture1"], batch["mixture2"])
+        # share of examples whose estimates went one to each mixture, as their captions say
+        as_captioned = ((assignment[:, 0] == 0) & (assignment[:, 1] == 1)).float().mean()
+        return loss.mean(), {"mixit_as_captioned": as_captioned.detach()}
 
 
 def make_lass_valid_fn(pairs, audio_dir, encoder, max_pairs):
@@ -139,19 +173,26 @@ def main(argv=None):
                                  higher_db=cfg["higher_db"], caption_set=cfg["caption_set"],
                                  cache_audio=bool(cfg["cache_audio"]))
         model = build_lass_separator(cfg["model"], text_encoder_dim(cfg["text_encoder"]))
+        if cfg["training_mode"] not in ("supervised", "mixit"):
+            raise ValueError(f"training_mode must be supervised or mixit, got {cfg['training_mode']!r}")
+        if cfg["training_mode"] == "mixit":
+            train_set = MixITPairs(train_set)
     except (TextEncoderError, LASSDataError, ValueError) as err:
         raise RecipeError(f"train_lass: {err}") from None
     if encoder.dim != text_encoder_dim(cfg["text_encoder"]):
         raise RecipeError(f"train_lass: the text encoder gives {encoder.dim}-d embeddings, "
                           f"expected {text_encoder_dim(cfg['text_encoder'])}")
     logger.info("LASS separator: %s trainable parameters; text encoder %s (%d-d); %d training "
-                "clips; loss %s; %d validation pairs", f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
+                "clips; loss %s (%s); %d validation pairs",
+                f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
                 cfg["text_encoder"].get("type", "minilm"), encoder.dim, len(clips), cfg["loss"],
+                cfg["training_mode"],
                 min(len(pairs), int(cfg["valid_max_pairs"])))
     start = time.time()
     valid_fn = make_lass_valid_fn(pairs, cfg["valid"]["audio_dir"], encoder, cfg["valid_max_pairs"])
     logger.info("validation pairs read and captions embedded in %.1f s", time.time() - start)
-    loss_step = LASSLossStep(encoder, cfg["loss"], cfg["loss_kwargs"])
+    step_class = LASSMixITStep if cfg["training_mode"] == "mixit" else LASSLossStep
+    loss_step = step_class(encoder, cfg["loss"], cfg["loss_kwargs"])
     trainer = Trainer(model, train_set, valid_fn, loss_step, cfg["train"], cfg["exp_dir"],
                       dist_info=dist, run_config=cfg)
     record_training_config(cfg, dist)

@@ -334,6 +334,38 @@ class LASSMixtures(torch.utils.data.Dataset):
         return {"mixture": torch.from_numpy(mixture)[None], "target": torch.from_numpy(target),
                 "caption": self.caption(target_index, rng, (epoch, index))}
 
+    def mixit_item(self, key):
+        """Two independent pairs of this set (items ``index`` and ``index + epoch_size``) as a
+        MixIT example: ``mixture`` = their sum (scaled to peak 0.9 when above 1), ``mixture1`` /
+        ``mixture2`` the two mixtures (scaled alike) and ``caption``, ``caption2`` their
+        captions; no isolated source."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        first = self[(epoch, index)]
+        second = self[(epoch, index + self.epoch_size)]
+        mix1, mix2 = first["mixture"][0].numpy(), second["mixture"][0].numpy()
+        peak = float(np.max(np.abs(mix1 + mix2)))
+        scale = np.float32(PEAK_AFTER_DECLIP / peak if peak > 1.0 else 1.0)
+        mix1, mix2 = mix1 * scale, mix2 * scale
+        return {"mixture": torch.from_numpy(mix1 + mix2)[None],
+                "mixture1": torch.from_numpy(mix1), "mixture2": torch.from_numpy(mix2),
+                "caption": first["caption"], "caption2": second["caption"]}
+
+
+class MixITPairs(torch.utils.data.Dataset):
+    """A :class:`LASSMixtures` served as MixIT examples (:meth:`LASSMixtures.mixit_item`)."""
+
+    def __init__(self, pairs: LASSMixtures):
+        self.pairs = pairs
+
+    def set_epoch(self, epoch):
+        self.pairs.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, key):
+        return self.pairs.mixit_item(key)
+
 
 # ----------------------------------------------------------------------------------------------
 # Validation / test sets in the challenge's format
