@@ -137,18 +137,14 @@ def test_lass_sets_round_trip_and_bad_lists_are_named(bank_root, tmp_path):
                                    seed=4, clip_seconds=1.0)
     csv_path, audio = entries["lass_valid"]["csv"], entries["lass_valid"]["audio_dir"]
     bad = tmp_path / "bad.csv"
-    bad.write_text("source,noise,caption\na,b,c\n")
-    with pytest.raises(LASSDataError, match="header"):
-        read_lass_set(str(bad), audio)
-    bad.write_text(f"source,noise,snr,caption\n../escape,{valid[0].noise},0,x\n")
-    with pytest.raises(LASSDataError, match="leaves its audio folder"):
-        read_lass_set(str(bad), audio)
-    bad.write_text(f"source,noise,snr,caption\nmissing_clip,{valid[0].noise},0,x\n")
-    with pytest.raises(LASSDataError, match="missing_clip.wav not found"):
-        read_lass_set(str(bad), audio)
-    bad.write_text(f"source,noise,snr,caption\n{valid[0].source},{valid[0].noise},loud,x\n")
-    with pytest.raises(LASSDataError, match="not a number"):
-        read_lass_set(str(bad), audio)
+    header, noise = "source,noise,snr,caption\n", valid[0].noise
+    for text, problem in (("source,noise,caption\na,b,c\n", "header"),
+                          (f"{header}../escape,{noise},0,x\n", "leaves its audio folder"),
+                          (f"{header}missing_clip,{noise},0,x\n", "missing_clip.wav not found"),
+                          (f"{header}{valid[0].source},{noise},loud,x\n", "not a number")):
+        bad.write_text(text)
+        with pytest.raises(LASSDataError, match=problem):
+            read_lass_set(str(bad), audio)
     # captions with commas survive (the challenge's CSV is read the same way)
     bad.write_text(f"source,noise,snr,caption\n{valid[0].source},{valid[0].noise},3,a dog, then a cat\n")
     assert read_lass_set(str(bad), audio)[0].caption == "a dog, then a cat"

@@ -203,7 +203,10 @@ def main(argv=None):
         for path in cfg["summaries"]:
             if not os.path.isfile(path):
                 raise RecipeError(f"eval_lass: {path} not found")
-        return write_results(cfg["summaries"], cfg["out"], cfg["title"])
+        title = cfg["title"]
+        if isinstance(title, dict):  # "a: b" on the command line reads as a mapping
+            title = "; ".join(f"{k}: {v}" for k, v in title.items())
+        return write_results(cfg["summaries"], cfg["out"], str(title))
     try:
         return evaluate(cfg)
     except (TextEncoderError, LASSDataError, ValueError) as err:

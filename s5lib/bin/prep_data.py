@@ -6,6 +6,10 @@ pre-mixed test set (``test/`` for 2025, ``synthesized/test/`` for 2026) with ``s
 ``oracle_target/`` under the official names. With ``--db_root`` the given tree is checked
 (a report lists everything missing or malformed) and used as it is.
 
+With a ``lass:`` section (egs/srpol) the LASS validation and test sets are written too, under
+``<out_dir>/lass/{valid,test}`` in the DCASE 2024 Task 9 format (:func:`s5lib.data.lass.write_lass_sets`),
+and ``dataset.json`` names them (``lass_valid``, ``lass_test``).
+
 Either way ``<out_dir>/dataset.json`` tells the later stages where everything is.
 
 External data (``--extra_sound_event DIR`` / ``--extra_interference DIR``, lists in the YAML;

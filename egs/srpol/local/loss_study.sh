@@ -40,5 +40,5 @@ for entry in "${runs[@]}"; do
 done
 . ./path.sh
 python -m s5lib.bin.eval_lass --summaries "$(IFS=,; echo "${summaries[*]}")" --out loss_study.md \
-  --title "egs/srpol: loss study (same model, 150 updates, 2 seeds, LASS test set)"
+  --title "egs/srpol loss study (same model, 150 updates, 2 seeds, LASS test set)"
 cat loss_study.md

@@ -18,7 +18,7 @@ mkdir -p "$stage_dir"
 parts=()
 if [ ${#lass[@]} -gt 0 ]; then
   "$python" -m s5lib.bin.eval_lass --summaries "$(IFS=,; echo "${lass[*]}")" \
-    --out "$stage_dir/results_lass.md" --title "egs/srpol: LASS on the mini bank"
+    --out "$stage_dir/results_lass.md" --title "egs/srpol, LASS on the mini bank"
   parts+=("$stage_dir/results_lass.md")
 fi
 if [ ${#s5[@]} -gt 0 ]; then
