@@ -138,7 +138,8 @@ def evaluate(cfg):
         for row in rows:
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
     summary = {"metrics": summarise(rows), "mixture_anchor": summarise(anchors),
-               "wrong_query": summarise(wrong) if wrong else None, "pairs": len(rows), "set": {"csv": csv_path, "audio_dir": audio_dir},
+               "wrong_query": summarise(wrong) if wrong else None, "pairs": len(rows),
+               "set": {"csv": csv_path, "audio_dir": audio_dir},
                "checkpoint": checkpoint, "exp_dir": cfg["exp_dir"], "model": model_cfg,
                "text_encoder": encoder_cfg, "seconds": round(time.time() - start, 1)}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
@@ -167,7 +168,8 @@ def write_results(summaries, out, title):
         runs.append((_row_name(path, summary), summary, path))
     lines = [f"# {title}", "",
              "DCASE 2024 Task 9 measures (python -m s5lib.bin.eval_lass); means over the pairs.", "",
-             "| run | pairs | SDR | SDRi | SI-SDR | mixture SDR | mixture SI-SDR | SDRi, another pair's caption |",
+             "| run | pairs | SDR | SDRi | SI-SDR | mixture SDR | mixture SI-SDR "
+             "| SDRi, another pair's caption |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     groups = {}
     for name, summary, _ in sorted(runs):

@@ -10,8 +10,9 @@ import torch
 from s5lib.infer.end_to_end import is_end_to_end
 from s5lib.infer.separate import single_query_chunks
 
-PROCEDURES = ("single", "iterative", "redux", "end_to_end", "caption_queried")  # redux: s5lib.infer.redux,
-# end_to_end: s5lib.infer.end_to_end (a separator that labels its own slots; no tagger)
+# redux: s5lib.infer.redux; end_to_end: s5lib.infer.end_to_end (a separator that labels its own
+# slots; no tagger); caption_queried: s5lib.infer.caption_query (a LASS separator, captions)
+PROCEDURES = ("single", "iterative", "redux", "end_to_end", "caption_queried")
 
 
 def check_procedure(separator, procedure, steps):
