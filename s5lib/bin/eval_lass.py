@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 from s5lib.audio import write_audio
 from s5lib.bin.common import RecipeError, read_dataset_info, run_cli
@@ -30,7 +29,7 @@ from s5lib.config import parse_config
 from s5lib.data.lass import LASS_SAMPLE_RATE, LASSDataError, load_pair, read_lass_set
 from s5lib.metrics.lass import lass_sdr, lass_sisdr, score_pair, summarise
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.lass import build_lass_separator, load_lass_weights
+from s5lib.models.lass import build_lass_separator, load_lass_weights, read_lass_experiment
 from s5lib.models.text_encoder import TextEncoderError, build_text_encoder, text_encoder_dim
 
 DEFAULTS = {
@@ -57,25 +56,15 @@ DEFAULTS = {
 
 
 def _experiment(cfg):
-    model_cfg, encoder_cfg = {"type": "lass"}, {"type": "minilm"}
+    model_cfg, encoder_cfg, checkpoint = {"type": "lass"}, {"type": "minilm"}, ""
     if cfg["exp_dir"]:
-        path = os.path.join(cfg["exp_dir"], "config.yaml")
-        if not os.path.isfile(path):
-            raise RecipeError(f"eval_lass: {path} not found; train the separator first (stage 3)")
-        with open(path) as f:
-            saved = yaml.safe_load(f) or {}
-        model_cfg = dict(saved.get("model") or model_cfg)
-        encoder_cfg = dict(saved.get("text_encoder") or encoder_cfg)
+        model_cfg, encoder_cfg, checkpoint = read_lass_experiment(cfg["exp_dir"])
     model_cfg.update(cfg["model"] or {})
-    encoder_cfg.update(cfg["text_encoder"] or {})
     model_cfg.pop("init_checkpoint", None)
-    checkpoint = cfg["checkpoint"]
+    encoder_cfg.update(cfg["text_encoder"] or {})
+    checkpoint = cfg["checkpoint"] or checkpoint
     if not checkpoint:
-        if not cfg["exp_dir"]:
-            raise RecipeError("eval_lass: give --exp_dir (a trained experiment) or --checkpoint")
-        checkpoint = os.path.join(cfg["exp_dir"], "checkpoint_best.pt")
-        if not os.path.isfile(checkpoint):
-            checkpoint = os.path.join(cfg["exp_dir"], "checkpoint_last.pt")
+        raise RecipeError("eval_lass: give --exp_dir (a trained experiment) or --checkpoint")
     return model_cfg, encoder_cfg, checkpoint
 
 

@@ -69,22 +69,15 @@ def is_lass_experiment(exp_dir):
 def load_caption_queried(exp_dir, options=None, trust=False):
     """The :class:`CaptionQueriedSeparator` of a train_lass experiment (its best checkpoint, its
     text encoder)."""
-    from s5lib.models.lass import build_lass_separator, load_lass_weights
+    from s5lib.models.lass import build_lass_separator, load_lass_weights, read_lass_experiment
     from s5lib.models.text_encoder import build_text_encoder, text_encoder_dim
     values = dict(CAPTION_QUERY_DEFAULTS)
     unknown = sorted(set(options or {}) - set(values))
     if unknown:
         raise ValueError(f"caption_query: unknown option(s) {unknown}; known: {sorted(values)}")
     values.update(options or {})
-    with open(os.path.join(exp_dir, "config.yaml")) as f:
-        cfg = yaml.safe_load(f)
-    encoder_cfg = cfg.get("text_encoder") or {"type": "minilm"}
-    model_cfg = dict(cfg["model"])
-    model_cfg.pop("init_checkpoint", None)
+    model_cfg, encoder_cfg, checkpoint = read_lass_experiment(exp_dir)
     separator = build_lass_separator(model_cfg, text_encoder_dim(encoder_cfg))
-    checkpoint = os.path.join(exp_dir, "checkpoint_best.pt")
-    if not os.path.isfile(checkpoint):
-        checkpoint = os.path.join(exp_dir, "checkpoint_last.pt")
     load_lass_weights(separator, checkpoint)
     separator.eval()
     encoder = build_text_encoder(encoder_cfg, trust=trust)

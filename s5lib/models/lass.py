@@ -15,7 +15,7 @@ layers read a text embedding straight (no label embedding): 512-d for CLAP, 384-
 """
 import os
 
-import torch
+import yaml
 
 from s5lib.models.checkpoints import (CheckpointError, audiosep_key_map, extract_state_dict,
                                       load_checkpoint_file, load_strict)
@@ -81,19 +81,19 @@ def load_lass_weights(model, path):
     return load_strict(model, mapped, source=path)
 
 
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@torch.no_grad()
-def separate_long(model, mixture, condition, chunk_seconds=None, sample_rate=16000):
-    """Separate one mono mixture (T,) with a (D,) condition; long inputs in chunks (``None``:
-    whole)."""
-    device = next(model.parameters()).device
-    x = torch.as_tensor(mixture, dtype=torch.float32, device=device)
-    cond = torch.as_tensor(condition, dtype=torch.float32, device=device)[None]
-    if not chunk_seconds or x.shape[-1] <= int(chunk_seconds * sample_rate):
-        return model(x[None], cond)[0].cpu()
-    size = int(chunk_seconds * sample_rate)
-    parts = [model(x[None, start:start + size], cond)[0] for start in range(0, x.shape[-1], size)]
-    return torch.cat(parts).cpu()
+def read_lass_experiment(exp_dir):
+    """What a train_lass experiment dir holds for inference: (``model:`` section without its
+    start weights, ``text_encoder:`` section, the checkpoint to load: ``checkpoint_best.pt``, else
+    ``checkpoint_last.pt``)."""
+    path = os.path.join(exp_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; train the LASS separator first (stage 3)")
+    with open(path) as f:
+        saved = yaml.safe_load(f) or {}
+    model_cfg = dict(saved.get("model") or {"type": "lass"})
+    model_cfg.pop("init_checkpoint", None)
+    encoder_cfg = dict(saved.get("text_encoder") or {"type": "minilm"})
+    checkpoint = os.path.join(exp_dir, "checkpoint_best.pt")
+    if not os.path.isfile(checkpoint):
+        checkpoint = os.path.join(exp_dir, "checkpoint_last.pt")
+    return model_cfg, encoder_cfg, checkpoint
