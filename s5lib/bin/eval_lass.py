@@ -29,7 +29,8 @@ from s5lib.config import parse_config
 from s5lib.data.lass import LASS_SAMPLE_RATE, LASSDataError, load_pair, read_lass_set
 from s5lib.metrics.lass import lass_sdr, lass_sisdr, score_pair, summarise
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.lass import build_lass_separator, load_lass_weights, read_lass_experiment
+from s5lib.models.lass import (build_lass_separator, load_lass_weights, read_lass_experiment,
+                               separate_signal)
 from s5lib.models.text_encoder import TextEncoderError, build_text_encoder, text_encoder_dim
 
 DEFAULTS = {
@@ -102,8 +103,7 @@ def evaluate(cfg):
     with torch.no_grad():
         for i, (pair, condition) in enumerate(zip(pairs, conditions)):
             source, mixture = load_pair(pair, audio_dir)
-            estimate = model(torch.from_numpy(mixture)[None, None].to(device),
-                             condition[None].to(device))[0].float().cpu().numpy()
+            estimate = separate_signal(model, mixture, condition)
             if not np.all(np.isfinite(estimate)):
                 raise RecipeError(f"eval_lass: non-finite estimate for pair {i} ({pair.source}, "
                                   f"{pair.caption!r})")
@@ -114,8 +114,7 @@ def evaluate(cfg):
                             "sisdr": float(lass_sisdr(source, mixture))})
             if shift:
                 other = conditions[(i + shift) % len(pairs)]
-                misled = model(torch.from_numpy(mixture)[None, None].to(device),
-                               other[None].to(device))[0].float().cpu().numpy()
+                misled = separate_signal(model, mixture, other)
                 wrong.append(score_pair(source, mixture, misled))
             if i < int(cfg["write_audio"]):
                 for name, signal in (("mixture", mixture), ("estimate", estimate), ("source", source)):

@@ -31,7 +31,7 @@ from s5lib.data.lass import (LASSDataError, LASSMixtures, MixITPairs, bank_clips
 from s5lib.losses import SINGLE_SOURCE_LOSSES, get_loss
 from s5lib.metrics.lass import score_pair, summarise
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.lass import build_lass_separator
+from s5lib.models.lass import build_lass_separator, separate_signal
 from s5lib.models.text_encoder import TextEncoderError, build_text_encoder, text_encoder_dim
 from s5lib.train.distributed import init_distributed
 from s5lib.train.trainer import Trainer, seed_everything
@@ -118,12 +118,8 @@ def make_lass_valid_fn(pairs, audio_dir, encoder, max_pairs):
     conditions = encoder.embed([pair.caption for pair in pairs])
 
     def valid_fn(model):
-        device = next(model.parameters()).device
-        rows = []
-        for (source, mixture), condition in zip(signals, conditions):
-            estimate = model(torch.from_numpy(mixture)[None, None].to(device),
-                             condition[None].to(device))[0].float().cpu().numpy()
-            rows.append(score_pair(source, mixture, estimate))
+        rows = [score_pair(source, mixture, separate_signal(model, mixture, condition))
+                for (source, mixture), condition in zip(signals, conditions)]
         means = summarise(rows)
         return {"valid_sdri": means["sdri"], "valid_sdr": means["sdr"], "valid_sisdr": means["sisdr"]}
 

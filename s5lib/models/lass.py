@@ -15,6 +15,8 @@ layers read a text embedding straight (no label embedding): 512-d for CLAP, 384-
 """
 import os
 
+import numpy as np
+import torch
 import yaml
 
 from s5lib.models.checkpoints import (CheckpointError, audiosep_key_map, extract_state_dict,
@@ -97,3 +99,11 @@ def read_lass_experiment(exp_dir):
     if not os.path.isfile(checkpoint):
         checkpoint = os.path.join(exp_dir, "checkpoint_last.pt")
     return model_cfg, encoder_cfg, checkpoint
+
+
+def separate_signal(model, mixture, condition):
+    """One mono mixture (T,) float32 array queried with one (D,) condition -> the (T,) estimate."""
+    device = next(model.parameters()).device
+    estimate = model(torch.from_numpy(np.ascontiguousarray(mixture))[None, None].to(device),
+                     condition[None].to(device))
+    return estimate[0].float().cpu().numpy()
