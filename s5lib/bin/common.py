@@ -141,6 +141,11 @@ def load_experiment(exp_dir, role, checkpoint="checkpoint_best.pt"):
     return model, cfg
 
 
+def segment_starts(index, total, n):
+    """First sample of the ``n``-sample training window of each item (from its index alone)."""
+    return (index.to(torch.int64) * 2654435761 + 12345) % (total - n)
+
+
 def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"), min_energy=0.05):
     """Cut the same random window out of every waveform of a batch (training on segments).
 
@@ -156,8 +161,7 @@ def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"
     total = batch["mixture"].shape[-1]
     if n >= total:
         return batch
-    idx = batch["index"].to(torch.int64)
-    starts = (idx * 2654435761 + 12345) % (total - n)
+    starts = segment_starts(batch["index"], total, n)
     out = dict(batch)
     for key in keys:
         if key not in batch:
@@ -175,4 +179,25 @@ def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"
             silence = torch.full_like(batch["label_index"], constants.SILENCE_INDEX)
             out["label_index"] = torch.where(present, batch["label_index"], silence)
         out["references"] = out["references"] * present[..., None].to(out["references"].dtype)
+    return out
+
+
+def crop_mixit_batch(batch, seconds, sample_rate):
+    """:func:`crop_batch` for MixIT batches (``mixture`` and ``mixture2``, no references): both
+    mixtures are cut to their item's window, and a label whose event (``onset`` .. ``offset``,
+    the metadata's weak-label timing) does not overlap the window is no longer a query."""
+    if not seconds:
+        return batch
+    n = int(seconds * sample_rate)
+    total = batch["mixture"].shape[-1]
+    if n >= total:
+        return batch
+    out = crop_batch(batch, seconds, sample_rate, keys=("mixture", "mixture2"))
+    starts = segment_starts(batch["index"], total, n)[:, None].to(batch["onset"].device)
+    for suffix in ("", "2"):
+        inside = (batch["onset" + suffix] < starts + n) & (batch["offset" + suffix] > starts)
+        present = batch["active" + suffix] & inside
+        out["active" + suffix] = present
+        onehot = batch["slot_onehot" + suffix]
+        out["slot_onehot" + suffix] = onehot * present[..., None].to(onehot.dtype)
     return out

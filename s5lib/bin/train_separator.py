@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from s5lib import constants
-from s5lib.bin.common import (RecipeError, crop_batch, read_dataset_info, resolve_year, run_cli,
-                              record_training_config, start_training,
+from s5lib.bin.common import (RecipeError, crop_batch, crop_mixit_batch, read_dataset_info,
+                              resolve_year, run_cli, record_training_config, start_training,
                               target_labels)
 from s5lib.config import parse_config
 from s5lib.data.training_data import TrainingDataError, build_training_data
@@ -60,6 +60,9 @@ DEFAULTS = {
     "model": {"type": "resunetk"},
     "loss": None,  # default: masked_multislot_neg_snr (2025) / class_aware_pit_neg_snr (2026)
     "loss_kwargs": {},
+    # supervised: against the isolated references; mixit: from sums of two mixtures, no isolated
+    # source read (SeparatorMixITStep; ``loss`` is then the single-source loss of each mixture)
+    "training_mode": "supervised",
     "synth": {},  # SynthConfig overrides for training mixtures (e.g. n_interferers)
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,  # on-the-fly mixtures per epoch
@@ -73,8 +76,9 @@ DEFAULTS = {
     "valid_max_mixtures": 50,
     "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
     "valid_batch_size": 4,
+    # best_metric / best_mode unset: valid_sdri / max (supervised), valid_mixit_loss / min (mixit)
     "train": {"epochs": 1, "batch_size": 4, "lr": 1e-4, "amsgrad": True, "grad_clip": 0.5,
-              "best_metric": "valid_sdri", "best_mode": "max"},
+              "best_metric": None, "best_mode": None},
 }
 
 
@@ -156,6 +160,87 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterati
     return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed)
 
 
+class SeparatorMixITStep:
+    """MixIT for a label-queried separator (``training_mode: mixit``): no isolated source is read.
+
+    Each item holds two independent mixtures (``mixture``, ``mixture2``) and their labels. The
+    separator is given their sum and queried with every label of both (at most 2K queries); each
+    estimate may go to either mixture (all 2^M assignments, an empty group allowed,
+    :func:`s5lib.losses.mixit`) and the loss is the single-source ``loss`` of the re-mixed
+    estimates against channel 0 of the two mixtures (reverberant, with their noise). The logs say
+    how often the best assignment is the labels' own (``mixit_as_labelled``).
+    """
+
+    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
+        if loss_name not in SINGLE_SOURCE_LOSSES:
+            raise ValueError(f"training_mode mixit takes a single-source loss for each mixture "
+                             f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
+        self.kind = kind
+        self.loss_fn = get_loss("mixit", loss=loss_name, loss_kwargs=loss_kwargs or {})
+        self.segment_seconds = segment_seconds
+        self.refine_iterations = int(refine_iterations)
+        self.seed = int(seed)
+        self.n_iter = 1
+
+    def set_step(self, step):
+        self.n_iter = refinement_depth(step, self.seed, self.refine_iterations)
+
+    def estimates(self, model, mixture, queries, active):
+        """(B, M, T) estimates from ``mixture`` for one-hot ``queries`` (B, M, 18); the estimates
+        of inactive queries (B, M) are zero."""
+        extra = {"n_iter": self.n_iter} if self.refine_iterations > 1 else {}
+        batch, n_queries = active.shape
+        if self.kind in SINGLE_QUERY_KINDS:
+            rows, slots = active.nonzero(as_tuple=True)
+            out = model(mixture[rows], queries[rows, slots], **extra)[:, 0]
+            est = out.new_zeros((batch, n_queries, out.shape[-1]))
+            return est.index_put((rows, slots), out)
+        # a multi-slot separator answers K queries per pass: one pass per mixture's labels
+        slots = constants.MAX_TARGETS
+        groups = [model(mixture, queries[:, k:k + slots].flatten(1), **extra)
+                  for k in range(0, n_queries, slots)]
+        est = torch.cat(groups, dim=1)
+        return est * active[..., None].to(est.dtype)
+
+    def __call__(self, model, batch):
+        return self.loss(model, batch)[:2]
+
+    def loss(self, model, batch):
+        """(loss, logs, per-item loss of the kept items)."""
+        batch = crop_mixit_batch(batch, self.segment_seconds, constants.SAMPLE_RATE)
+        active = torch.cat([batch["active"], batch["active2"]], dim=1)            # (B, 2K)
+        queries = torch.cat([batch["slot_onehot"], batch["slot_onehot2"]], dim=1)  # (B, 2K, 18)
+        keep = active.any(dim=1)
+        if not keep.any():
+            zero = model(batch["mixture"][:1], batch["slot_onehot"][:1, 0]
+                         if self.kind in SINGLE_QUERY_KINDS
+                         else batch["slot_onehot"][:1].flatten(1)).sum() * 0.0
+            return zero, {"skipped": 1.0}, zero.new_zeros(0)
+        rows = torch.arange(active.shape[0], device=active.device)[keep]
+        first, second = batch["mixture"][rows], batch["mixture2"][rows]
+        est = self.estimates(model, first + second, queries[rows], active[rows])
+        per_item, assignment = self.loss_fn(est, first[:, 0], second[:, 0])
+        labelled = torch.cat([torch.zeros_like(batch["active"]), torch.ones_like(batch["active2"])],
+                             dim=1)[rows].to(assignment.dtype)
+        on = active[rows]
+        as_labelled = ((assignment == labelled) | ~on).all(dim=1).float().mean()
+        logs = {"mixit_as_labelled": as_labelled.detach(),
+                "mixit_queries": on.sum(1).float().mean().detach()}
+        return per_item.mean(), logs, per_item.detach()
+
+
+def pair_batch(batch):
+    """Validation pairs for MixIT: items 0, 2, 4, ... of a batch become the first mixtures and
+    items 1, 3, 5, ... the second (keys with a ``2`` suffix); an odd last item is dropped."""
+    n = batch["mixture"].shape[0] // 2
+    out = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value) and value.dim() > 0:
+            out[key] = value[0:2 * n:2]
+            out[key + "2"] = value[1:2 * n:2]
+    return out
+
+
 class JointPITStep:
     """The loss of an end-to-end separator (KUBIG): its slots (waveform, class, DoA) against the
     targets under :class:`~s5lib.losses.joint_pit.JointPITLoss`; no label query."""
@@ -198,7 +283,7 @@ def make_joint_valid_fn(dataset, batch_size, max_mixtures, loss_kwargs, year):
                         if bool(batch["active"][b, k])]
                 result = score_mixture(year, str(b), batch["mixture"][b, 0].cpu(),
                                        [(d["label"], d["waveform"].cpu()) for d in decoded], refs,
-                                       with_si_sdr=False)
+                                       with_si_sdr=False, with_cross=False)
                 hits.append(result.labels_correct)
                 if result.score is not None:
                     scores.append(result.score)
@@ -262,13 +347,14 @@ def resolve_sed_exp(model_cfg):
     model_cfg["sed_checkpoint"] = checkpoint
 
 
-def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed, pool=None):
+def make_train_data(synthesis, device, bank_root, split, synth, epoch_size, seed, pool=None,
+                    mixit=False):
     """(dataset, collate_fn, batch_transform) of the training mixtures for ``synthesis``
-    (``pool``: a ``pool:`` config section, CPU synthesis only); see
-    :mod:`s5lib.data.training_data`."""
+    (``pool``: a ``pool:`` config section, CPU synthesis only; ``mixit``: pairs of mixtures
+    without references); see :mod:`s5lib.data.training_data`."""
     try:
         data = build_training_data(bank_root, split, synth, epoch_size, seed, synthesis, device,
-                                   pool=pool)
+                                   pool=pool, mixit_pairs=mixit, with_references=not mixit)
     except TrainingDataError as err:
         raise RecipeError(f"train_separator: {err}") from None
     return data.dataset, data.collate_fn, data.batch_transform
@@ -291,6 +377,34 @@ def make_valid_fn(dataset, batch_size, max_mixtures):
                 if values:
                     scores.append(np.mean(values))
         return {"valid_sdri": float(np.mean(scores)) if scores else 0.0}
+
+    return valid_fn
+
+
+def make_mixit_valid_fn(dataset, batch_size, max_mixtures, mixit_step):
+    """Validation of MixIT training: ``valid_mixit_loss``, the MixIT loss on pairs of fixed
+    validation mixtures (0+1, 2+3, ...; mixtures and labels only: what selects the checkpoint
+    by default), next to ``valid_sdri`` with oracle labels against the references (reported)."""
+    supervised = make_valid_fn(dataset, batch_size, max_mixtures)
+    n = min(len(dataset), max_mixtures) // 2 * 2
+    subset = torch.utils.data.Subset(dataset, list(range(n)))
+
+    def valid_fn(model):
+        device = next(model.parameters()).device
+        losses, as_labelled = [], []
+        with torch.no_grad():
+            for batch in torch.utils.data.DataLoader(subset, batch_size=2 * batch_size):
+                pairs = {key: value.to(device) for key, value in pair_batch(batch).items()}
+                if pairs["mixture"].shape[0] == 0:
+                    continue
+                _, logs, per_item = mixit_step.loss(model, pairs)
+                losses += per_item.tolist()
+                if "mixit_as_labelled" in logs:
+                    as_labelled += [float(logs["mixit_as_labelled"])] * per_item.numel()
+        metrics = supervised(model)
+        metrics["valid_mixit_loss"] = float(np.mean(losses)) if losses else 0.0
+        metrics["valid_mixit_as_labelled"] = float(np.mean(as_labelled)) if as_labelled else 0.0
+        return metrics
 
     return valid_fn
 
@@ -323,6 +437,22 @@ def init_from_class_eq(model, train_set, collate_fn, batch_transform, n_items):
                 int(np.sum(gains.max(axis=1) == 0)))
 
 
+def resolve_training_mode(cfg):
+    """Check ``training_mode`` and fill the default checkpoint selection of the mode; True for
+    MixIT."""
+    mode = cfg["training_mode"]
+    if mode not in ("supervised", "mixit"):
+        raise RecipeError(f"train_separator: training_mode must be supervised or mixit, got {mode!r}")
+    train = cfg["train"]
+    if train.get("best_metric") is None:
+        train["best_metric"] = "valid_mixit_loss" if mode == "mixit" else "valid_sdri"
+        if train.get("best_mode") is None:
+            train["best_mode"] = "min" if mode == "mixit" else "max"
+    elif train.get("best_mode") is None:
+        train["best_mode"] = "min" if "loss" in train["best_metric"] else "max"
+    return mode == "mixit"
+
+
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     trust_checkpoints(cfg["trust_checkpoint"])
@@ -335,14 +465,19 @@ def main(argv=None):
             cfg["loss"] = "neg_snr"
         elif kind == "kubig":
             cfg["loss"] = "joint_pit"
+    mixit = resolve_training_mode(cfg)
     resolve_sed_exp(cfg["model"])
     resolve_encoder_exp(cfg["model"])
     dist, synth, valid_set = start_training(cfg, info)
     train_set, collate_fn, batch_transform = make_train_data(
         cfg["synthesis"], dist.device, info["bank_root"], info.get("train_split", "train"), synth,
-        epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0), pool=cfg["pool"])
+        epoch_size=cfg["epoch_size"], seed=cfg["train"].get("seed", 0), pool=cfg["pool"],
+        mixit=mixit)
     model = build_separator(cfg["model"])
     if int(cfg["class_eq_init"] or 0) > 0:
+        if mixit:
+            raise RecipeError("train_separator: class_eq_init fits gains on isolated references, "
+                              "which training_mode mixit does not read; drop one of them")
         init_from_class_eq(model, train_set, collate_fn, batch_transform, int(cfg["class_eq_init"]))
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -353,7 +488,22 @@ def main(argv=None):
         raise RecipeError(f"train_separator: model {model.kind} trains by {step!r}, unknown here "
                           f"(known: {TRAINING_STEPS})")
     try:
-        if step == "joint_pit":
+        if mixit and step != "label_queried":
+            raise RecipeError(f"train_separator: training_mode mixit is for label-queried "
+                              f"separators; {model.kind} trains by {step!r}")
+        if mixit and cfg["train"]["best_metric"] == "valid_sdri":
+            logger.warning("training_mode mixit with best_metric valid_sdri: the checkpoint is "
+                           "chosen with the validation references (valid_mixit_loss would not "
+                           "read them)")
+        if mixit:
+            refine = getattr(getattr(model, "guidance", None), "refine_iterations", 1)
+            loss_step = SeparatorMixITStep(model.kind, cfg["loss"], cfg["loss_kwargs"],
+                                           cfg["segment_seconds"], refine_iterations=refine,
+                                           seed=cfg["train"].get("seed", 0))
+            valid_step = SeparatorMixITStep(model.kind, cfg["loss"], cfg["loss_kwargs"], None)
+            valid_fn = make_mixit_valid_fn(valid_set, cfg["valid_batch_size"],
+                                           cfg["valid_max_mixtures"], valid_step)
+        elif step == "joint_pit":
             loss_step = JointPITStep(cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"])
             valid_fn = make_joint_valid_fn(valid_set, cfg["valid_batch_size"],
                                            cfg["valid_max_mixtures"], cfg["loss_kwargs"], year)
