@@ -1,7 +1,8 @@
 """Writing scores: the files of one scoring run, the generated RESULTS.md, comparison tables.
 
 * :func:`write_score_outputs` writes what ``python -m s5lib.bin.score`` leaves in its output
-  folder (summary.json, per_mixture.csv, per_source.csv, per_class.csv, per_class.png).
+  folder (summary.json, per_mixture.csv, per_source.csv, per_class.csv, per_class.png, and
+  breakdowns.json: the diagnostics of :mod:`s5lib.metrics.breakdown`).
 * :func:`write_results_md` writes a recipe's ``RESULTS.md`` (entry point:
   ``python -m s5lib.bin.make_results``).
 * :func:`comparison_rows` / :func:`rows_to_markdown` / :func:`write_csv` build the side-by-side
@@ -124,6 +125,18 @@ def write_score_outputs(scorer, out_dir, meta, plot=True):
                     ["mixture", "label", "kind", "est_index", "ref_index", "snr", "snri",
                      "si_sdr", "probability", "est_name", "ref_name"])
     _write_csv_rows(os.path.join(out_dir, "per_class.csv"), per_class)
+    if all(r.cross_snri is not None or not (r.est_labels and r.ref_labels)
+           for r in scorer.results):
+        from s5lib.metrics.breakdown import breakdowns, read_interferer_counts
+        ref_dir = meta.get("ref_dir")
+        try:
+            counts = read_interferer_counts(os.path.join(ref_dir, "metadata") if ref_dir else None,
+                                            [r.mixture for r in scorer.results])
+        except ValueError as err:  # a diagnostic: say why it is missing, keep the scores
+            print(f"WARNING: {err}; breakdowns.json has no by_n_interferers", file=sys.stderr)
+            counts = None
+        _write_json(os.path.join(out_dir, "breakdowns.json"),
+                    breakdowns(scorer.results, scorer.year, scorer.metric_name, counts))
     _write_json(os.path.join(out_dir, "summary.json"), summary)
     if plot:
         main = metrics.get(scorer.metric_name)
@@ -426,6 +439,53 @@ def strategy_counts_path(summary_path, summary):
     return os.path.join(decode_dir, summary.get("label_mode") or "estimated", "strategy.json")
 
 
+def diagnostics_table(items, metric_name):
+    """Markdown: the breakdowns (``breakdowns.json`` beside each ``summary.json``) of one
+    experiment's decodes, one row per label source: the task metric per number of targets and
+    of interferers (and, 2026, with / without same-class duplicates), the false-alarm rate on
+    empty mixtures, and the label-free CASA-SDRi with its label swaps. None when no decode has
+    breakdowns (anchors are left out)."""
+    rows = []
+    for path, summary in items:
+        if summary.get("anchor") or not path:
+            continue
+        breakdown_path = os.path.join(os.path.dirname(os.path.abspath(path)), "breakdowns.json")
+        if not os.path.isfile(breakdown_path):
+            continue
+        with open(breakdown_path) as f:
+            rows.append((summary.get("label_mode") or "estimated", json.load(f)))
+    if not rows:
+        return None
+    groups = [("targets", "by_n_targets"), ("interferers", "by_n_interferers"),
+              ("duplicates", "by_duplicates")]
+    columns = []
+    for title, key in groups:
+        keys = sorted({k for _, b in rows for k in (b.get(key) or {})})
+        columns += [(f"{k} {title}" if key != "by_duplicates" else k, key, k) for k in keys]
+
+    def fmt(value, digits=2):
+        return "" if value is None else f"{value:.{digits}f}"
+
+    header = (["Labels"] + [f"{name} (n)" for name, _, _ in columns]
+              + ["False alarms (%)", "CASA-SDRi", "Label swaps"])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for mode, b in rows:
+        cells = [mode]
+        for _, key, k in columns:
+            entry = (b.get(key) or {}).get(k)
+            cells.append("" if entry is None else
+                         f"{fmt(entry.get(metric_name))} ({entry['n_mixtures']})")
+        alarm = b.get("false_alarm") or {}
+        casa = b.get("casa") or {}
+        cells += ["" if alarm.get("rate") is None else
+                  f"{fmt(alarm['rate'], 1)} ({alarm['n_empty_mixtures']})",
+                  fmt(casa.get("CASA-SDRi")),
+                  "" if casa.get("label_swaps") is None else
+                  f"{casa['label_swaps']} / {casa['n_pairs']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 STRATEGY_CASES = ("I", "II", "IV", "empty")
 
 
@@ -547,6 +607,7 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
         lines.append(f"{key:>7s}: {value}")
     lines += ["```", ""]
     groups = OrderedDict()
+    paths = {id(summary): path for (_, summary, _), path in zip(experiments, summary_paths or [])}
     for exp_name, summary, command in experiments:
         groups.setdefault(exp_name, []).append((summary, command))
     for exp_name, entries in groups.items():
@@ -558,6 +619,13 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
         rows = comparison_rows([s for s, _ in entries])
         lines.append(rows_to_markdown(rows, lead_columns=("labels",)))
         lines.append("")
+        metric = entries[0][0].get("metric_name") or "CA-SDRi"
+        diagnostics = diagnostics_table([(paths.get(id(s)), s) for s, _ in entries], metric)
+        if diagnostics:
+            lines += [f"Diagnostics (`breakdowns.json`; not the official metric): {metric} per "
+                      f"subset of the test set (mixtures in brackets), false alarms on empty "
+                      f"mixtures, label-free CASA-SDRi (pairs matched by SNR whatever their "
+                      f"labels) and the matched pairs whose labels differ.", "", diagnostics, ""]
         lines.append("Commands:")
         lines.append("")
         lines.append("```sh")

@@ -70,6 +70,11 @@ class MixtureResult:
     probabilities: List[Optional[float]] = field(default_factory=list)
     est_names: List[Optional[str]] = field(default_factory=list)
     ref_names: List[Optional[str]] = field(default_factory=list)
+    # diagnostics only (s5lib.metrics.breakdown), never part of the score: SNRi of every
+    # estimate against every reference, (len(est_labels), len(ref_labels)), and SNR of mixture
+    # channel 0 against each reference; None when not measured
+    cross_snri: Optional[List[List[float]]] = None
+    ref_mixture_snr: Optional[List[float]] = None
 
     @property
     def skipped(self):
@@ -239,7 +244,7 @@ def capi_sdri(est, ref, mix0, with_si_sdr=False):
 # ----------------------------------------------------------------------------- one mixture
 
 def score_mixture(year, mixture, mix0, estimates, references, est_names=None, ref_names=None,
-                  with_si_sdr=True):
+                  with_si_sdr=True, with_cross=True):
     """Measure one mixture.
 
     Args:
@@ -249,6 +254,8 @@ def score_mixture(year, mixture, mix0, estimates, references, est_names=None, re
         estimates: list of (label, wave) or (label, wave, probability).
         references: list of (label, wave).
         est_names, ref_names: optional names (file names) carried into the details.
+        with_cross: also measure every estimate against every reference (``cross_snri``,
+            for the label-free diagnostics of :mod:`s5lib.metrics.breakdown`).
     Returns:
         :class:`MixtureResult`.
     Raises:
@@ -305,13 +312,20 @@ def score_mixture(year, mixture, mix0, estimates, references, est_names=None, re
         if d.ref_index is not None:
             d.ref_name = ref_names[d.ref_index]
     tp, fp, fn = source_label_counts(est_labels, ref_labels)
+    cross, mixture_snr = None, None
+    if with_cross:
+        kept_est = [wave for label, wave in est_list if label != SILENCE]
+        kept_ref = [wave for label, wave in ref_list if label != SILENCE]
+        mixture_snr = [float(snr(mix0, r)) for r in kept_ref]
+        cross = [[float(snr(e, r)) - m for r, m in zip(kept_ref, mixture_snr)] for e in kept_est]
     return MixtureResult(
         mixture=mixture, year=year, ref_labels=_strip_silence(ref_labels),
         est_labels=_strip_silence(est_labels), score=score, sources=details,
         labels_correct=labels_correct, tp=tp, fp=fp, fn=fn,
         probabilities=[p for (label, _), p in zip(est_list, probs) if label != SILENCE],
         est_names=[n for (label, _), n in zip(est_list, est_names) if label != SILENCE],
-        ref_names=[n for (label, _), n in zip(ref_list, ref_names) if label != SILENCE])
+        ref_names=[n for (label, _), n in zip(ref_list, ref_names) if label != SILENCE],
+        cross_snri=cross, ref_mixture_snr=mixture_snr)
 
 
 # ----------------------------------------------------------------------------- accumulator
