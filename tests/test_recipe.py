@@ -104,8 +104,14 @@ def test_all_stages_on_the_tiny_bank(tiny_recipe, year):
     assert "generated" in results.lower() and f"## separator{suffix}/decode_test" in results
     assert "| anchor: class_eq |" in results and "| anchor: silence |" in results
     assert "/tmp/" not in results and "--ref_dir data" in results  # paths relative to the recipe
-    assert "Where to look next" in result.stdout
+    assert "Where to look next" in result.stdout and "report.html" in result.stdout
     assert "RESULTS" in result.stdout or "|" in result.stdout  # the table is printed
+    assert "Diagnostics (`breakdowns.json`" in results  # beside the official table
+    # stage 5's listening page: both label modes of the decode, the anchors in its summary
+    page = (decode / "scores" / "report.html").read_text()
+    assert "(estimated labels) vs" in page and "(oracle labels)" in page
+    assert "anchor: silence" in page and 'class="mix"' in page
+    assert (decode / "scores" / "estimated" / "breakdowns.json").is_file()
 
     # a second run skips every finished stage
     again = run_recipe(tiny_recipe, "--year", str(year), "--class_eq_mixtures", "6")

@@ -49,6 +49,7 @@ tagger_checkpoint_config=""     # YAML with a model: section for tagger_checkpoi
 separator_checkpoint_config=""  # same for separator_checkpoint
 trust_checkpoint=false # allow a full unpickle of checkpoint files that weights-only loading refuses
 class_eq_mixtures=300  # stage 5: training mixtures the class-EQ anchor is fitted on
+report_mixtures=3      # stage 5: worst / best / random mixtures each on the listening page
 test_dir=""            # stages 4-5: a folder of soundscapes other than the data dir's test set (e.g. eval)
 baseline_tagger=""     # stage 4: a second tagger whose labels are decoded too (label mode
                        # baseline_tagger): a stage-2 dir (../baseline/exp/tagger) or a model file (m2dat.ckpt)
@@ -86,6 +87,7 @@ Options (default):
                          YAML (model: section) describing those files; default: read from the file
   --trust_checkpoint true|false  allow a full unpickle of files weights-only loading refuses ($trust_checkpoint)
   --class_eq_mixtures N  stage 5: training mixtures of the class-EQ anchor ($class_eq_mixtures)
+  --report_mixtures N    stage 5: worst, best and random mixtures each on scores/report.html ($report_mixtures)
   --test_dir DIR         stages 4-5: soundscapes to process instead of the data dir's test set;
                          without oracle_target/ (an evaluation set) scoring is skipped ('$test_dir')
   --baseline_tagger PATH stage 4: also decode with this tagger (label mode baseline_tagger): a
@@ -227,7 +229,7 @@ resolved_options() {  # the options of this run, to replay a stage through stage
   for name in year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag tagger_tag budget cmd_backend \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir class_eq_mixtures baseline_tagger; do
+      trust_checkpoint test_dir class_eq_mixtures report_mixtures baseline_tagger; do
     printf '%s\n%s\n' "--$name" "${!name}"
   done
 }
@@ -256,7 +258,7 @@ run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
     export year db_root data_dir exp_dir ngpu num_nodes nj seed data_seed tag force python \
       data_config tagger_config separator_config infer_config score_config \
       tagger_checkpoint separator_checkpoint tagger_checkpoint_config separator_checkpoint_config \
-      trust_checkpoint test_dir class_eq_mixtures baseline_tagger prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
+      trust_checkpoint test_dir class_eq_mixtures report_mixtures baseline_tagger prep_exp tagger_exp separator_exp infer_exp score_exp train_cmd decode_cmd cuda_cmd
     bash "$script"
   ) 2>&1 | tee "$dir/logs/stage$n.log"; then
     die "Stage $n failed; see $dir/logs/stage$n.log"
