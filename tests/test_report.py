@@ -163,3 +163,14 @@ def test_benchmark_runs_on_a_small_set(capsys):
     assert bench(["--n_mixtures", "30", "--n", "1"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("30 mixtures (2026): diagnostics") and "3 mixtures shown" in printed
+
+
+def test_compare_writes_the_page_side_by_side(scored, tmp_path, capsys):
+    from s5lib.bin.compare import main as compare
+    dirs, _ = scored
+    out = tmp_path / "cmp.html"
+    assert compare(["--results", str(dirs["A"]), str(dirs["B"]), "--report", str(out),
+                    "--report_mixtures", "1"]) == 0
+    assert "(2 runs, 3 mixtures)" in capsys.readouterr().out
+    page = Page(out.read_text())
+    assert page.classes.count("exp") == 2 * page.classes.count("mix") == 6

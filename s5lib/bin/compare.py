@@ -7,6 +7,7 @@ Usage::
     python -m s5lib.bin.compare --seed_table --results egs/cpjku/exp egs/baseline/exp  # ablations
     python -m s5lib.bin.compare --seed_table --metric label_accuracy --results egs/redux/exp
     python -m s5lib.bin.compare --strategy_table --results egs/redux/exp   # REDUX's case counts
+    python -m s5lib.bin.compare --results A/scores/estimated B/scores/estimated --report cmp.html
 
 One row per scoring run (recipe, experiment, year, label mode), one column per measure
 (CA-SDRi / CAPI-SDRi, accuracies, SDRi/SDR/SI-SDR over TP sources, mixtures, skipped).
@@ -55,6 +56,12 @@ def main(argv=None):
     parser.add_argument("--strategy_table", action="store_true",
                         help="the per-case counts of the decodes that ran REDUX's strategy "
                              "(procedure: redux), mean over seeds")
+    parser.add_argument("--report", default=None,
+                        help="also write the listening and analysis page of the runs side by "
+                             "side on the same mixtures (python -m s5lib.bin.report; anchors "
+                             "are left out of the rows): the HTML file")
+    parser.add_argument("--report_mixtures", type=int, default=3,
+                        help="with --report: worst / best / random mixtures each")
     args = parser.parse_args(argv)
     try:
         paths = find_summaries(args.results)
@@ -62,6 +69,20 @@ def main(argv=None):
     except ValueError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
+    if args.report:
+        from s5lib.bin.report import ReportError, build_report
+        score_dirs = [os.path.dirname(os.path.abspath(p)) for p, s in zip(paths, summaries)
+                      if not s.get("anchor")]
+        if not score_dirs:
+            print("ERROR: --report needs runs with estimates (all given runs are anchors)",
+                  file=sys.stderr)
+            return 1
+        try:
+            info = build_report(score_dirs, args.report, n=args.report_mixtures)
+        except ReportError as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            return 1
+        print(f"Wrote {args.report} ({len(score_dirs)} runs, {info['mixtures_shown']} mixtures)")
     if args.strategy_table:
         write_markdown(strategy_table(list(zip(paths, summaries)))
                        or "No decode ran the strategy (procedure: redux).", args.out)
