@@ -23,6 +23,13 @@ validation replays the fixed validation metadata and reports the mean SDRi with 
 Mixtures without targets (2026) are skipped by the single-query model and give silent slots
 otherwise.
 
+``training_mode: mixit`` trains any label-queried kind above without an isolated source
+(:class:`SeparatorMixITStep`): each item is a pair of independent mixtures; the separator
+hears their sum, is queried with the labels of both, and its estimates are assigned to the two
+mixtures in the best of all 2^M ways (``loss`` is then the single-source loss of each re-mixed
+mixture against its channel 0). Validation adds ``valid_mixit_loss`` on pairs of validation
+mixtures, which selects the checkpoint unless ``train.best_metric`` says otherwise.
+
 ``synthesis`` says where training mixtures are rendered (``cpu``, ``device`` or ``auto``): the
 data path every trainer shares, :mod:`s5lib.data.training_data`. Validation always replays the
 validation metadata with the CPU synthesizer (cached in memory, ``valid_cache_mb``). The speed
