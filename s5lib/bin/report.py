@@ -311,7 +311,7 @@ def breakdown_tables(experiments):
             for k in keys:
                 entry = group.get(k)
                 cells.append("<td></td>" if entry is None else
-                             f"<td>{_fmt(entry.get(e.metric_name))}<br><small>acc "
+                             f"<td>{_fmt(entry.get(e.metric_name)) or 'no score'}<br><small>acc "
                              f"{_fmt(entry.get('label_accuracy'), 0)} %, n={entry['n_mixtures']}"
                              f"</small></td>")
             rows.append(f"<tr><th>{html.escape(e.name)}</th>{''.join(cells)}</tr>")
