@@ -146,6 +146,14 @@ def segment_starts(index, total, n):
     return (index.to(torch.int64) * 2654435761 + 12345) % (total - n)
 
 
+def _window_length(batch, seconds, sample_rate):
+    """(window, total) samples of a training crop; None when there is nothing to cut."""
+    if not seconds:
+        return None
+    n, total = int(seconds * sample_rate), batch["mixture"].shape[-1]
+    return None if n >= total else (n, total)
+
+
 def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"), min_energy=0.05):
     """Cut the same random window out of every waveform of a batch (training on segments).
 
@@ -155,12 +163,10 @@ def crop_batch(batch, seconds, sample_rate, keys=("mixture", "references", "wet"
     (``active`` false, ``slot_onehot`` zero, ``label_index`` silence), so no loss asks for a
     source that is not there. Returns the batch unchanged when ``seconds`` is empty.
     """
-    if not seconds:
+    window = _window_length(batch, seconds, sample_rate)
+    if window is None:
         return batch
-    n = int(seconds * sample_rate)
-    total = batch["mixture"].shape[-1]
-    if n >= total:
-        return batch
+    n, total = window
     starts = segment_starts(batch["index"], total, n)
     out = dict(batch)
     for key in keys:
@@ -186,12 +192,10 @@ def crop_mixit_batch(batch, seconds, sample_rate):
     """:func:`crop_batch` for MixIT batches (``mixture`` and ``mixture2``, no references): both
     mixtures are cut to their item's window, and a label whose event (``onset`` .. ``offset``,
     the metadata's weak-label timing) does not overlap the window is no longer a query."""
-    if not seconds:
+    window = _window_length(batch, seconds, sample_rate)
+    if window is None:
         return batch
-    n = int(seconds * sample_rate)
-    total = batch["mixture"].shape[-1]
-    if n >= total:
-        return batch
+    n, total = window
     out = crop_batch(batch, seconds, sample_rate, keys=("mixture", "mixture2"))
     starts = segment_starts(batch["index"], total, n)[:, None].to(batch["onset"].device)
     for suffix in ("", "2"):

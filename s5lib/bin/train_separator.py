@@ -109,19 +109,13 @@ def refinement_depth(step, seed, max_iterations):
     return int(rng.integers(1, max_iterations + 1))
 
 
-class SeparatorLossStep:
-    """The training loss of one batch (a named loss step; the trainer stays one).
+class _LabelQueriedStep:
+    """What the loss steps of label-queried separators share: the model kind, the segment
+    length and CP-JKU's iterative refinement (``refine_iterations`` N > 1: every update runs the
+    separator for ``refinement_depth(update)`` steps and the loss reads the last one)."""
 
-    ``refine_iterations`` N > 1 (CP-JKU's iterative refinement): every update runs the separator
-    for ``refinement_depth(update)`` steps and the loss reads the last one.
-    """
-
-    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
-        if kind in SINGLE_QUERY_KINDS and loss_name not in SINGLE_SOURCE_LOSSES:
-            raise ValueError(f"the single-query {kind} needs a single-source loss "
-                             f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
-        self.kind, self.loss_name = kind, loss_name
-        self.loss_fn = get_loss(loss_name, **loss_kwargs)
+    def __init__(self, kind, segment_seconds, refine_iterations=1, seed=0):
+        self.kind = kind
         self.segment_seconds = segment_seconds
         self.refine_iterations = int(refine_iterations)
         self.seed = int(seed)
@@ -129,6 +123,18 @@ class SeparatorLossStep:
 
     def set_step(self, step):
         self.n_iter = refinement_depth(step, self.seed, self.refine_iterations)
+
+
+class SeparatorLossStep(_LabelQueriedStep):
+    """The training loss of one batch (a named loss step; the trainer stays one)."""
+
+    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
+        if kind in SINGLE_QUERY_KINDS and loss_name not in SINGLE_SOURCE_LOSSES:
+            raise ValueError(f"the single-query {kind} needs a single-source loss "
+                             f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
+        super().__init__(kind, segment_seconds, refine_iterations, seed)
+        self.loss_name = loss_name
+        self.loss_fn = get_loss(loss_name, **loss_kwargs)
 
     def __call__(self, model, batch):
         return self.loss(model, batch)
@@ -167,7 +173,7 @@ def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterati
     return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed)
 
 
-class SeparatorMixITStep:
+class SeparatorMixITStep(_LabelQueriedStep):
     """MixIT for a label-queried separator (``training_mode: mixit``): no isolated source is read.
 
     Each item holds two independent mixtures (``mixture``, ``mixture2``) and their labels. The
@@ -182,15 +188,8 @@ class SeparatorMixITStep:
         if loss_name not in SINGLE_SOURCE_LOSSES:
             raise ValueError(f"training_mode mixit takes a single-source loss for each mixture "
                              f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
-        self.kind = kind
+        super().__init__(kind, segment_seconds, refine_iterations, seed)
         self.loss_fn = get_loss("mixit", loss=loss_name, loss_kwargs=loss_kwargs or {})
-        self.segment_seconds = segment_seconds
-        self.refine_iterations = int(refine_iterations)
-        self.seed = int(seed)
-        self.n_iter = 1
-
-    def set_step(self, step):
-        self.n_iter = refinement_depth(step, self.seed, self.refine_iterations)
 
     def estimates(self, model, mixture, queries, active):
         """(B, M, T) estimates from ``mixture`` for one-hot ``queries`` (B, M, 18); the estimates
