@@ -485,10 +485,11 @@ def build_report(score_dirs, out, n=4, seed=0, max_mb=20.0, audio_rate=16000):
     kept = [c for c in chosen if c in sections]
     sections = [sections[c] for c in kept]
     title = " vs ".join(e.name for e in experiments)
-    note = (f"{len(kept)} of {len(first.mixtures)} mixtures shown ({', '.join(f'{sum(c == k for c, _ in kept)} {k}' for k in CATEGORIES)}; "
-            f"--n {n}, --seed {seed})")
+    counts = ", ".join(f"{sum(c == k for c, _ in kept)} {k}" for k in CATEGORIES)
+    note = f"{len(kept)} of {len(first.mixtures)} mixtures shown ({counts}; --n {n}, --seed {seed})"
     if len(kept) < len(chosen):
-        note += f"; {len(chosen) - len(kept)} more were chosen but left out to stay under {max_mb:g} MB"
+        note += (f"; {len(chosen) - len(kept)} more were chosen but left out to stay under "
+                 f"{max_mb:g} MB")
     problems = ""
     if media.problems:
         listed = "".join(f"<li>{html.escape(p)}</li>" for p in media.problems[:20])
