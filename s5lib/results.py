@@ -443,8 +443,8 @@ def diagnostics_table(items, metric_name):
     """Markdown: the breakdowns (``breakdowns.json`` beside each ``summary.json``) of one
     experiment's decodes, one row per label source: the task metric per number of targets and
     of interferers (and, 2026, with / without same-class duplicates), the false-alarm rate on
-    empty mixtures, and the label-free CASA-SDRi with its label swaps. None when no decode has
-    breakdowns (anchors are left out)."""
+    empty mixtures (when the test set has some), and the label-free CASA-SDRi with its label
+    swaps. None when no decode has breakdowns (anchors are left out)."""
     rows = []
     for path, summary in items:
         if summary.get("anchor") or not path:
@@ -466,8 +466,10 @@ def diagnostics_table(items, metric_name):
     def fmt(value, digits=2):
         return "" if value is None else f"{value:.{digits}f}"
 
+    # the false-alarm column only where some test set has target-free mixtures (2026)
+    alarms = any((b.get("false_alarm") or {}).get("rate") is not None for _, b in rows)
     header = (["Labels"] + [f"{name} (n)" for name, _, _ in columns]
-              + ["False alarms (%)", "CASA-SDRi", "Label swaps"])
+              + (["False alarms (%)"] if alarms else []) + ["CASA-SDRi", "Label swaps"])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for mode, b in rows:
         cells = [mode]
@@ -477,9 +479,10 @@ def diagnostics_table(items, metric_name):
                          f"{fmt(entry.get(metric_name))} ({entry['n_mixtures']})")
         alarm = b.get("false_alarm") or {}
         casa = b.get("casa") or {}
-        cells += ["" if alarm.get("rate") is None else
-                  f"{fmt(alarm['rate'], 1)} ({alarm['n_empty_mixtures']})",
-                  fmt(casa.get("CASA-SDRi")),
+        if alarms:
+            cells.append("" if alarm.get("rate") is None else
+                         f"{fmt(alarm['rate'], 1)} ({alarm['n_empty_mixtures']})")
+        cells += [fmt(casa.get("CASA-SDRi")),
                   "" if casa.get("label_swaps") is None else
                   f"{casa['label_swaps']} / {casa['n_pairs']}"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -118,3 +118,11 @@ def test_diagnostics_table_in_results(tmp_path):
     assert len(lines) == 3 and lines[2].startswith("| estimated |")
     assert "50.0 (2)" in lines[2] and "2 / 3" in lines[2]
     assert diagnostics_table([(None, summary)], "CAPI-SDRi") is None
+
+
+def test_diagnostics_table_leaves_out_false_alarms_without_empty_mixtures(tmp_path):
+    out = breakdowns(scored(2025)[:2], 2025, "CA-SDRi")
+    (tmp_path / "breakdowns.json").write_text(json.dumps(out))
+    table = diagnostics_table([(str(tmp_path / "summary.json"), {"label_mode": "oracle"})],
+                              "CA-SDRi")
+    assert "False alarms" not in table and table.splitlines()[2].startswith("| oracle |")
