@@ -321,9 +321,10 @@ def breakdown_tables(experiments):
     for e in experiments:
         b = e.breakdowns or {}
         alarm, casa = b.get("false_alarm") or {}, b.get("casa") or {}
-        rows.append(f"<tr><th>{html.escape(e.name)}</th>"
-                    f"<td>{_fmt(alarm.get('rate'), 1)} ({alarm.get('n_with_an_estimate', '')} of "
-                    f"{alarm.get('n_empty_mixtures', '')})</td>"
+        rate = ("no target-free mixture" if alarm.get("rate") is None else
+                f"{_fmt(alarm['rate'], 1)} ({alarm['n_with_an_estimate']} of "
+                f"{alarm['n_empty_mixtures']})")
+        rows.append(f"<tr><th>{html.escape(e.name)}</th><td>{rate}</td>"
                     f"<td>{_fmt(casa.get('CASA-SDRi'))}</td>"
                     f"<td>{casa.get('label_swaps', '')} of {casa.get('n_pairs', '')}</td></tr>")
     parts.append("<h3>False alarms and label-free matching</h3><table><tr><th>experiment</th>"
