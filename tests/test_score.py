@@ -406,8 +406,8 @@ def test_seed_table_groups_seeds_sources_and_refinement_steps(tmp_path):
 
 
 def test_score_accepts_label_sources_and_refinement_steps(tmp_path):
-    from s5lib.bin.score import LABEL_MODE_PATTERN
+    from s5lib.bin.score import is_label_mode
     for mode in ("estimated", "oracle", "baseline_tagger", "oracle_step2", "baseline_tagger_step10"):
-        assert LABEL_MODE_PATTERN.match(mode), mode
-    for mode in ("est", "oracle_step", "oracle_stepx", "anchor_silence"):
-        assert not LABEL_MODE_PATTERN.match(mode), mode
+        assert is_label_mode(mode), mode
+    for mode in ("est", "oracle_step", "oracle_stepx", "anchor_silence", "", None):
+        assert not is_label_mode(mode), mode

@@ -46,7 +46,6 @@ The inference stage can skip the wav round trip: read the test set with :class:`
 feed an :class:`s5lib.metrics.S5Scorer` and call :func:`s5lib.results.write_score_outputs`.
 """
 import os
-import re
 import shlex
 import sys
 from collections import Counter, OrderedDict
@@ -61,6 +60,7 @@ from s5lib.constants import N_FOA_CHANNELS, SAMPLE_RATE, YEARS
 from s5lib.metrics.doa import angular_error_deg, read_estimate_doas
 from s5lib.metrics.naming import NamingError, parse_source_filename, read_probabilities
 from s5lib.metrics.s5 import S5Scorer, score_mixture
+from s5lib.results import split_step_mode
 
 DEFAULTS = {
     "year": 2026,            # 2025: CA-SDRi + set accuracy; 2026: CAPI-SDRi + multiset/source
@@ -86,8 +86,12 @@ DEFAULTS = {
 }
 ANCHORS = ("mixture", "oracle", "silence", "class_eq")
 LABEL_MODES = ("estimated", "oracle", "baseline_tagger")  # each optionally + "_step<k>" (refinement)
-LABEL_MODE_PATTERN = re.compile(r"^(estimated|oracle|baseline_tagger)(_step[0-9]+)?$")
 MAX_LISTED_PROBLEMS = 200
+
+
+def is_label_mode(mode):
+    """A label source of LABEL_MODES, optionally with a refinement step suffix (``oracle_step2``)."""
+    return bool(mode) and split_step_mode(str(mode))[0] in LABEL_MODES
 
 
 class ScoreInputError(ValueError):
@@ -313,7 +317,7 @@ def build_jobs(cfg):
         problems.append("--out_dir is required")
     if cfg["anchor"] not in (None,) + ANCHORS:
         problems.append(f"--anchor must be one of {ANCHORS}, got {cfg['anchor']!r}")
-    if not LABEL_MODE_PATTERN.match(str(cfg["label_mode"])):
+    if not is_label_mode(cfg["label_mode"]):
         problems.append(f"--label_mode must be one of {LABEL_MODES}, optionally with a refinement "
                         f"step suffix (_step<k>), got {cfg['label_mode']!r}")
     if cfg["anchor"] is None and not cfg["est_dir"]:
