@@ -476,7 +476,7 @@ def diagnostics_table(items, metric_name):
         for _, key, k in columns:
             entry = (b.get(key) or {}).get(k)
             cells.append("" if entry is None else
-                         f"{fmt(entry.get(metric_name))} ({entry['n_mixtures']})")
+                         f"{fmt(entry.get(metric_name)) or '–'} ({entry['n_mixtures']})")
         alarm = b.get("false_alarm") or {}
         casa = b.get("casa") or {}
         if alarms:
