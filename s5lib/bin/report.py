@@ -116,8 +116,10 @@ class Experiment:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ReportError(f"{summary_path}: not a scoring summary ({err})") from None
         self.metric_name = self.summary.get("metric_name") or self.metrics.get("metric_name")
+        what = (self.label_mode if self.summary.get("anchor")
+                else f"{self.label_mode} labels")
         self.name = (f"{self.summary.get('recipe') or ''} {self.summary.get('tag') or ''} "
-                     f"({self.label_mode} labels)").strip()
+                     f"({what})").strip()
         self.mixtures = {}
         for row in _read_csv(os.path.join(score_dir, "per_mixture.csv")):
             self.mixtures[row["mixture"]] = row
