@@ -137,6 +137,8 @@ def write_score_outputs(scorer, out_dir, meta, plot=True):
             counts = None
         _write_json(os.path.join(out_dir, "breakdowns.json"),
                     breakdowns(scorer.results, scorer.year, scorer.metric_name, counts))
+    elif os.path.exists(os.path.join(out_dir, "breakdowns.json")):
+        os.remove(os.path.join(out_dir, "breakdowns.json"))  # never one of an older run
     _write_json(os.path.join(out_dir, "summary.json"), summary)
     if plot:
         main = metrics.get(scorer.metric_name)

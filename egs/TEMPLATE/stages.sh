@@ -201,7 +201,7 @@ if [ -n "$baseline_tagger" ]; then
     settings_4+=" $(file_identity_if_present "$baseline_tagger")"
   fi
 fi
-settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
+settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures report_mixtures=$report_mixtures"
 # A recipe whose stage does different work for different options may add to that stage's own
 # settings here (local/settings.sh, sourced; e.g. egs/srpol's stage 2 trains a tagger only for its
 # S5 pipeline): only that stage's marker changes, not the later stages'.
@@ -303,7 +303,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   # the models decoded, as they are now (a model retrained since makes the old decode stale)
   [ -n "$tagger_checkpoint" ] || settings_4+=" $(file_identity_if_present "$tagger_exp/checkpoint_best.pt")"
   [ -n "$separator_checkpoint" ] || settings_4+=" $(file_identity_if_present "$separator_exp/checkpoint_best.pt")"
-  settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures"
+  settings_5="$settings_4 $(config_fingerprint "$score_config") class_eq_mixtures=$class_eq_mixtures report_mixtures=$report_mixtures"
   run_local_stage 4 "inference" "$separator_exp" "$infer_exp" "$settings_4"
 fi
 
