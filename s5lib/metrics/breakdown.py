@@ -21,6 +21,8 @@ is never changed by it.
   estimate or reference 0; the mixture value is the mean of the max(E, R) contributions.
   ``label_swaps`` counts the pairs whose two labels differ. A diagnostic, never the task metric.
 """
+import json
+import os
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -146,8 +148,6 @@ def breakdowns(results, year, metric_name, n_interferers=None):
 def read_interferer_counts(metadata_dir, mixtures):
     """{mixture: number of interferers} from ``<metadata_dir>/<mixture>.json`` (``int_events``);
     None when the folder is missing. A file that is missing or unreadable is an error naming it."""
-    import json
-    import os
     if not metadata_dir or not os.path.isdir(metadata_dir):
         return None
     counts = {}
