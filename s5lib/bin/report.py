@@ -197,16 +197,21 @@ def wav_bytes(signal, rate):
     return buffer.getvalue()
 
 
+def stft_power(signal):
+    """(frames, bins) power of the Hann-windowed STFT (SPEC_FFT / SPEC_HOP; a short signal is
+    zero-padded to one frame)."""
+    n_frames = max(1, 1 + (len(signal) - SPEC_FFT) // SPEC_HOP)
+    index = np.arange(SPEC_FFT)[None, :] + SPEC_HOP * np.arange(n_frames)[:, None]
+    padded = np.pad(signal, (0, max(0, index.max() + 1 - len(signal))))
+    return np.abs(np.fft.rfft(padded[index] * np.hanning(SPEC_FFT)[None, :], axis=1)) ** 2
+
+
 def spectrogram_png(signal, top_db):
     """A log-magnitude spectrogram (dB, 80 dB range under ``top_db``) as PNG bytes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    n_frames = max(1, 1 + (len(signal) - SPEC_FFT) // SPEC_HOP)
-    index = np.arange(SPEC_FFT)[None, :] + SPEC_HOP * np.arange(n_frames)[:, None]
-    padded = np.pad(signal, (0, max(0, index.max() + 1 - len(signal))))
-    frames = padded[index] * np.hanning(SPEC_FFT)[None, :]
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    power = stft_power(signal)
     bins = power.shape[1] - 1
     edges = np.linspace(0, bins, SPEC_ROWS + 1).astype(int)
     rows = np.stack([power[:, a:max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])])
@@ -223,12 +228,8 @@ def spectrogram_png(signal, top_db):
 
 
 def top_db_of(signal):
-    n_frames = max(1, 1 + (len(signal) - SPEC_FFT) // SPEC_HOP)
-    frames = np.stack([signal[i * SPEC_HOP:i * SPEC_HOP + SPEC_FFT] for i in range(n_frames)
-                       if len(signal[i * SPEC_HOP:i * SPEC_HOP + SPEC_FFT]) == SPEC_FFT]
-                      or [np.pad(signal, (0, SPEC_FFT - len(signal)))])
-    power = np.abs(np.fft.rfft(frames * np.hanning(SPEC_FFT), axis=1)) ** 2
-    return float(10 * np.log10(power.max() + 1e-12))
+    """The loudest STFT bin of ``signal`` in dB: the top of its spectrogram's colour scale."""
+    return float(10 * np.log10(stft_power(signal).max() + 1e-12))
 
 
 def _b64(data):
