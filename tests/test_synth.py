@@ -184,9 +184,10 @@ def test_partial_render_is_the_full_render_in_part(bank, year):
         synth.render(meta, channels=[1, 1])
 
 
-def test_event_gain_from_autocorrelations_is_the_wet_energy(bank):
-    """The level rule's energy from R_x and R_h equals the energy of the full 4-channel
-    convolution (float64 reference) to ~1e-6, as the old sum of squares of the wet signal did."""
+def test_event_gain_from_spectra_is_the_wet_energy(bank):
+    """The level rule's energy from |X|^2 and the cached responses' power spectrum (Parseval)
+    equals the energy of the full 4-channel convolution (float64 reference) to ~1e-6, at the
+    mixture's FFT length and at the shortest one that holds the convolution."""
     import scipy.fft
     import scipy.signal
     synth = synth_for(bank, n_targets=(3, 3), n_interferers=(2, 2))
@@ -198,11 +199,71 @@ def test_event_gain_from_autocorrelations_is_the_wet_energy(bank):
         x = synth.dry_source(ev)
         idx = synth._position_index(room, cart, raw, ev["event_position"])
         ir = bank.room_ir(room, idx, sr)
-        nfft = scipy.fft.next_fast_len(x.shape[0] + ir.shape[1] - 1, real=True)
-        gain = synth.event_gain(scipy.fft.rfft(x, nfft), nfft, x.shape[0], room, idx, -20.0)
         wet = scipy.signal.fftconvolve(x.astype(np.float64)[None], ir.astype(np.float64), axes=-1)
         power = np.mean(np.square(wet))
-        assert abs(gain ** 2 * power / 10 ** (-20.0 / 10) - 1) < 5e-6
+        for nfft in (scipy.fft.next_fast_len(x.shape[0] + ir.shape[1] - 1, real=True),
+                     scipy.fft.next_fast_len(constants.N_SAMPLES + ir.shape[1] - 1, real=True) + 1):
+            _, power_h = bank.room_spectra(room, idx, sr, nfft)
+            gain = synth.event_gain(scipy.fft.rfft(x, nfft), x.shape[0], ir.shape[1], power_h, -20.0)
+            assert abs(gain ** 2 * power / 10 ** (-20.0 / 10) - 1) < 5e-6
+
+
+def test_render_equals_direct_convolution(bank):
+    """Frequency-domain accumulation at one FFT length per mixture = placing each event's
+    float64 time-domain convolution and cutting at the mixture end (an event running past
+    the end included), to float32 precision."""
+    import scipy.signal
+    synth = synth_for(bank, n_targets=(2, 2), n_interferers=(1, 1))
+    meta = synth.sample_metadata(np.random.default_rng(3))
+    n, sr = constants.N_SAMPLES, constants.SAMPLE_RATE
+    meta["fg_events"][0]["event_time"] = 10.0 - 0.3  # its tail and most of its source cut
+    mix = synth.render(meta)
+    room = meta["room"]
+    cart, raw, delays, _ = bank.room_positions(room)
+    expected = mix.noise.astype(np.float64)
+    for ev, rendered in zip(meta["fg_events"] + meta["int_events"], mix.targets + mix.interferers):
+        x = synth.dry_source(ev).astype(np.float64)
+        idx = synth._position_index(room, cart, raw, ev["event_position"])
+        ir = bank.room_ir(room, idx, sr).astype(np.float64)
+        wet = scipy.signal.fftconvolve(x[None], ir, axes=-1)
+        gain = math.sqrt(10 ** ((constants.REF_DB[2025] + ev["snr"]) / 10) / np.mean(np.square(wet)))
+        onset = int(ev["event_time"] * sr)
+        stop = min(onset + wet.shape[1], n)
+        placed = np.zeros((4, n))
+        placed[:, onset:stop] = gain * wet[:, :stop - onset]
+        scale = np.max(np.abs(placed))
+        np.testing.assert_allclose(rendered.wet, placed, atol=2e-6 * scale)
+        assert np.all(rendered.wet[:, :onset] == 0) and np.all(rendered.wet[:, stop:] == 0)
+        expected = expected + placed
+        if rendered.reference is not None:
+            direct = scipy.signal.fftconvolve(x, synth._reference_window(ir[0], float(delays[idx])))
+            ref = np.zeros(n)
+            ref[onset:stop] = gain * direct[:stop - onset]
+            np.testing.assert_allclose(rendered.reference, ref, atol=2e-6 * np.max(np.abs(ref)))
+    np.testing.assert_allclose(mix.mixture, expected, atol=2e-6 * np.max(np.abs(expected)))
+
+
+def test_spectrum_cache_is_bounded_and_reused(bank_root, monkeypatch):
+    """The room-spectrum cache stays within its size (a render with a cache too small for
+    one entry still renders the same mixture), and its size comes from the environment."""
+    meta = FoaSynthesizer(SoundBank(bank_root, "train"), SynthConfig()).sample_metadata(
+        np.random.default_rng(8))
+    big = SoundBank(bank_root, "train")
+    first = FoaSynthesizer(big, SynthConfig()).render(meta)
+    used = big._spectrum_cache_used
+    assert used > 0 and len(big._spectrum_cache) >= 2
+    again = FoaSynthesizer(big, SynthConfig()).render(meta)  # from the cache
+    assert big._spectrum_cache_used == used and np.array_equal(again.mixture, first.mixture)
+    monkeypatch.setenv("S5_SPECTRUM_CACHE_MB", "0")
+    tiny = SoundBank(bank_root, "train")
+    assert tiny._spectrum_cache_limit == 0
+    small = FoaSynthesizer(tiny, SynthConfig()).render(meta)
+    assert len(tiny._spectrum_cache) == 1 and np.array_equal(small.mixture, first.mixture)
+    for a, b in zip(small.targets, first.targets):
+        assert np.array_equal(a.reference, b.reference)
+    monkeypatch.setenv("S5_SPECTRUM_CACHE_MB", "lots")
+    with pytest.raises(SynthesisError, match="S5_SPECTRUM_CACHE_MB='lots' is not a number"):
+        SoundBank(bank_root, "train")
 
 
 def test_on_the_fly_is_seeded_per_mixture_not_per_worker(bank_root):

@@ -203,6 +203,7 @@ def prepare_raw(synth: FoaSynthesizer, metadata, ir_length, n_events=None, n_act
     raw["raw_background_db"] = np.float64(0.0)
     raw["raw_background_present"] = np.bool_(bool(bg_events))
     if bg_events:
+        synth.background_power(bg_events[0], n)  # a silent segment is an error naming the file
         raw["raw_background"][:] = synth.background_segment(bg_events[0], n)
         raw["raw_background_db"] = np.float64(cfg.ref_db + float(bg_events[0].get("snr") or 0))
 

@@ -19,13 +19,19 @@ Level and reference conventions (SPEC §6), per event:
 3. the whole wet event is scaled so its mean power over 4 channels and the full convolution
    length is ``ref_db + snr`` dB (the RIR normaliser of the reference synthesizers is one scalar
    per RIR and cancels here, so it is not applied). The energy is computed without the wet
-   signal: ``sum_c |x * h_c|^2 = sum_tau R_x(tau) R_h(tau)``, with ``R_x`` the source's
-   autocorrelation (one inverse FFT of ``|X|^2``) and ``R_h`` the sum of the 4 channels'
-   autocorrelations (cached with the room response), so a render of fewer channels gets the
-   same gain, bit for bit, without convolving the others;
+   signal, by Parseval: ``sum_c |x * h_c|^2 = 1/M sum_k |X_k|^2 sum_c |H_c,k|^2`` at an FFT
+   length ``M`` that holds the whole linear convolution, with the responses' summed power
+   spectrum cached per room position, so a render of fewer channels gets the same gain, bit
+   for bit, without convolving the others;
 4. the channel-0 reference ("oracle target") is the source convolved with the channel-0 RIR
    kept from 192 samples before to 1600 samples after its peak, with the same gain;
 5. both are placed at ``int(event_time*sr)`` and cut at the mixture end.
+
+How (SPEC §6 fixes the values, not the arithmetic): an event is transformed once, at an FFT
+length of the ladder :func:`fft_length` that holds its whole convolution; the responses'
+spectra at that length (and their Parseval weights, and the reference window's spectrum) are
+cached per room position (:meth:`SoundBank.room_spectra`), so an event costs one forward FFT
+and one inverse FFT per rendered row (each mixture channel, the reference).
 
 The peak of step 4 is ``argmax`` of the signed RIR (2025), of ``|RIR|`` (2026), or the
 direct-path delay known from the room geometry (``peak: geometry``) when the SOFA file
@@ -149,13 +155,18 @@ class SoundBank:
     responses are read one position at a time from the SOFA files and kept in an LRU cache.
     """
 
-    def __init__(self, root, split="train", cache_audio=False, ir_cache_size=512):
+    def __init__(self, root, split="train", cache_audio=False, ir_cache_size=512,
+                 spectrum_cache_mb=None):
         self.root = os.path.abspath(root)
         self.split = split
         self.cache_audio = cache_audio
         self._audio_cache = {}
         self._ir_cache = collections.OrderedDict()
         self._ir_cache_size = ir_cache_size
+        # room-response spectra at the mixtures' FFT length, LRU by size (room_spectra)
+        self._spectrum_cache = collections.OrderedDict()
+        self._spectrum_cache_used = 0
+        self._spectrum_cache_limit = int(spectrum_cache_limit_mb(spectrum_cache_mb) * 2 ** 20)
         self._room_cache = {}
         self.targets = self._scan_classes(os.path.join("sound_event", split), require=constants.CLASSES)
         self.interferers = self._scan_classes(os.path.join("interference", split))
@@ -251,29 +262,49 @@ class SoundBank:
             self._room_cache[room] = info
         return info[:4]
 
-    def room_ir_autocorr(self, room, index, sample_rate):
-        """(L,) float64: lags 0..L-1 of the summed autocorrelation of the 4 channels of a room
-        response (the level rule's ``R_h``), cached with the response."""
-        key = (room, int(index), "autocorr")
-        value = self._ir_cache.get(key)
-        if value is not None:
-            self._ir_cache.move_to_end(key)
-            return value
-        # float32 transforms (the response's own precision), one per channel on fresh 1-D
-        # arrays so the result does not depend on memory layout; ~5 transforms of twice the
-        # response length, once per response while it stays in the cache
-        ir = self.room_ir(room, index, sample_rate)
-        length = ir.shape[1]
-        nfft = scipy.fft.next_fast_len(2 * length - 1, real=True)
-        power = np.zeros(nfft // 2 + 1, dtype=np.float32)
-        for channel in range(ir.shape[0]):
-            spec = scipy.fft.rfft(ir[channel], nfft)
-            power += spec.real ** 2 + spec.imag ** 2
-        value = scipy.fft.irfft(power, nfft)[:length].astype(np.float64)
-        self._ir_cache[key] = value
-        if len(self._ir_cache) > 2 * self._ir_cache_size:
-            self._ir_cache.popitem(last=False)
+    def _spectrum_cached(self, key, compute):
+        entry = self._spectrum_cache.get(key)
+        if entry is not None:
+            self._spectrum_cache.move_to_end(key)
+            return entry[0]
+        value = compute()
+        size = _nbytes(value)
+        self._spectrum_cache[key] = (value, size)
+        self._spectrum_cache_used += size
+        while self._spectrum_cache_used > self._spectrum_cache_limit and len(self._spectrum_cache) > 1:
+            _, (_, dropped) = self._spectrum_cache.popitem(last=False)
+            self._spectrum_cache_used -= dropped
         return value
+
+    def room_spectra(self, room, index, sample_rate, nfft):
+        """The response at ``index`` of ``room`` at FFT length ``nfft``, cached.
+
+        Returns ``(spectra, power)``: a tuple of 4 complex64 ``rfft`` rows (one freshly
+        allocated 1-D array per channel: a channel's arithmetic must not depend on the memory
+        layout of the others) and the Parseval weights of the level rule (float32),
+        ``w_k / nfft * sum_c |H_c,k|^2`` (``w_k`` 2, or 1 at DC and Nyquist), so that the
+        energy of the full 4-channel convolution with a source of spectrum ``X`` is
+        ``sum_k |X_k|^2 power_k`` when ``nfft`` holds the whole convolution.
+        """
+        def compute():
+            ir = self.room_ir(room, index, sample_rate)
+            spectra = tuple(scipy.fft.rfft(np.array(ir[c]), nfft) for c in range(ir.shape[0]))
+            power = np.zeros(nfft // 2 + 1, dtype=np.float64)
+            for spec in spectra:
+                power += np.square(spec.real, dtype=np.float64) + np.square(spec.imag, dtype=np.float64)
+            power[1:(nfft + 1) // 2] *= 2.0  # the bins rfft leaves out (their conjugates)
+            return spectra, (power / nfft).astype(np.float32)  # float32: 10 % less memory
+        return self._spectrum_cached((room, int(index), int(nfft)), compute)
+
+    def window_spectrum(self, room, index, sample_rate, nfft, start, stop):
+        """complex64 ``rfft`` at ``nfft`` of channel 0 of the response at ``index`` kept on
+        samples ``[start, stop)`` (zero elsewhere): the direct-path reference filter, cached."""
+        def compute():
+            ir0 = self.room_ir(room, index, sample_rate)[0]
+            window = np.zeros(nfft, dtype=np.float32)
+            window[start:stop] = ir0[start:stop]
+            return scipy.fft.rfft(window)
+        return self._spectrum_cached((room, int(index), int(nfft), int(start), int(stop)), compute)
 
     def room_ir(self, room, index, sample_rate):
         key = (room, int(index))
@@ -291,7 +322,7 @@ class SoundBank:
             g = math.gcd(int(sr), int(sample_rate))
             ir = scipy.signal.resample_poly(ir, sample_rate // g, sr // g, axis=-1).astype(np.float32)
         self._ir_cache[key] = ir
-        if len(self._ir_cache) > 2 * self._ir_cache_size:  # responses and their autocorrelations
+        if len(self._ir_cache) > self._ir_cache_size:
             self._ir_cache.popitem(last=False)
         return ir
 
@@ -355,12 +386,53 @@ def background_power(segment):
     return np.mean(np.square(segment, dtype=np.float32), dtype=np.float32)
 
 
+def fft_length(n):
+    """The FFT length an event of ``n`` convolution samples is rendered at: the next of
+    ``2^k * (1, 5/4, 3/2, 7/4)`` (at most 25 % longer than ``n``, about as fast as the
+    smoothest lengths), so that few lengths occur and the responses' spectra can be cached."""
+    n = max(int(n), 1)
+    k = max(n.bit_length() - 3, 0)
+    while True:
+        for factor in (4, 5, 6, 7):
+            length = factor << k
+            if length >= n:
+                return length
+        k += 1
+
+
+def _nbytes(value):
+    return sum(_nbytes(v) for v in value) if isinstance(value, tuple) else value.nbytes
+
+
+SPECTRUM_CACHE_ENV = "S5_SPECTRUM_CACHE_MB"
+DEFAULT_SPECTRUM_CACHE_MB = 1024
+
+
+def spectrum_cache_limit_mb(value=None):
+    """Size bound of a bank's room-spectrum cache in MiB: ``value``, else the environment
+    variable ``S5_SPECTRUM_CACHE_MB``, else 1024 (the mini bank's 72 training positions take
+    ~540 MiB; a smaller cache only costs 4 forward FFTs per event that misses it)."""
+    if value is None:
+        raw = os.environ.get(SPECTRUM_CACHE_ENV)
+        if raw is None or raw.strip() == "":
+            return float(DEFAULT_SPECTRUM_CACHE_MB)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SynthesisError(f"{SPECTRUM_CACHE_ENV}={raw!r} is not a number of MiB") from None
+    value = float(value)
+    if not value >= 0:
+        raise SynthesisError(f"spectrum cache size must be >= 0 MiB, got {value}")
+    return value
+
+
 class FoaSynthesizer:
     """Draws and renders FOA mixtures from a :class:`SoundBank` (one split)."""
 
     def __init__(self, bank: SoundBank, config: SynthConfig = SynthConfig()):
         self.bank = bank
         self.cfg = config.resolved()
+        self._background_powers = {}
 
     # ------------------------------------------------------------------------------ sampling
     def sample_metadata(self, rng: np.random.Generator, n_targets=None, n_interferers=None):
@@ -492,34 +564,35 @@ class FoaSynthesizer:
         only these mixture channels (``mixture``, ``noise`` and the wet images then have
         ``len(channels)`` rows, in that order); ``with_wet=False`` keeps no wet image per event.
         """
-        cfg = self.cfg
-        n = cfg.n_samples
+        n = self.cfg.n_samples
         chans = _channel_list(channels)
         room = metadata["room"]
         cart, raw, delays, _ = self.bank.room_positions(room)
         noise = self._render_background(metadata.get("bg_events", []), n, chans)
-        mixture = noise.copy()
         # an fg event of a non-target class is an interferer (older metadata kept them there)
         fg = [ev for ev in metadata["fg_events"] if ev["label"] in constants.CLASS_INDEX]
         other = [ev for ev in metadata["fg_events"] if ev["label"] not in constants.CLASS_INDEX]
+        events = [(ev, "target") for ev in fg] + \
+            [(ev, "interferer") for ev in other + list(metadata.get("int_events", []))]
+        mixture = noise.copy()
         # each event is added to the mixture as it is rendered (background, targets,
         # interferers: the summation order of the reference synthesizers)
-        targets = [self._render_event(ev, room, cart, raw, delays, with_references, "target",
-                                      chans, mixture, with_wet) for ev in fg]
-        interferers = [self._render_event(ev, room, cart, raw, delays, False, "interferer",
-                                          chans, mixture, with_wet)
-                       for ev in other + list(metadata.get("int_events", []))]
-        return Mixture(mixture=mixture, targets=targets, interferers=interferers, noise=noise,
-                       metadata=metadata, channels=chans)
+        rendered = [self._render_event(ev, room, cart, raw, delays, role, chans, mixture, with_wet,
+                                       with_references and role == "target")
+                    for ev, role in events]
+        n_targets = len(fg)
+        return Mixture(mixture=mixture, targets=rendered[:n_targets],
+                       interferers=rendered[n_targets:], noise=noise, metadata=metadata,
+                       channels=chans)
 
-    def background_segment(self, ev, n):
-        """The unscaled (4, n) float32 background segment of the background event ``ev``.
+    def background_segment(self, ev, n, channels=None):
+        """The unscaled (4, n) float32 background segment of the background event ``ev``
+        (only the rows of ``channels`` when given).
 
         Rule (SPEC §6): a clip shorter than ``n`` is extended by ``noise_fill`` (``repeat``:
         numpy ``repeat`` of every sample, 2025; ``tile``: the clip over and over, 2026) and cut
         at ``n``; a longer one is cropped at ``int(source_time) * sr``. A clip without 4
-        channels, a crop running past the clip end and a silent segment (float32 mean power 0)
-        are errors naming the file.
+        channels and a crop running past the clip end are errors naming the file.
         """
         cfg = self.cfg
         path = self.bank.resolve(ev["source_file"])
@@ -527,6 +600,8 @@ class FoaSynthesizer:
         if data.ndim != 2 or data.shape[0] != constants.N_FOA_CHANNELS:
             raise AudioError(path, f"background noise must have 4 channels, has "
                              f"{1 if data.ndim == 1 else data.shape[0]}")
+        if channels is not None:
+            data = data[list(channels)]
         length = data.shape[1]
         if length < n:
             if cfg.noise_fill == "repeat":
@@ -540,19 +615,31 @@ class FoaSynthesizer:
             if seg.shape[1] < n:
                 raise SynthesisError(f"{path}: background crop at {ev.get('source_time')} s "
                                      f"is shorter than {cfg.duration} s")
-        if not background_power(seg) > 0:
-            raise AudioError(path, "background noise is silent")
         return seg
+
+    def background_power(self, ev, n):
+        """float32 mean power over the 4 channels of the background segment of ``ev`` (the
+        gain rule of SPEC §6), cached per clip and crop; a silent segment is an error naming
+        the file."""
+        key = (ev["source_file"], int(ev.get("source_time") or 0), int(n))
+        power = self._background_powers.get(key)
+        if power is None:
+            power = background_power(self.background_segment(ev, n))
+            if not power > 0:
+                raise AudioError(self.bank.resolve(ev["source_file"]), "background noise is silent")
+            if len(self._background_powers) >= 100_000:
+                self._background_powers.clear()
+            self._background_powers[key] = power
+        return power
 
     def _render_background(self, bg_events, n, chans=None):
         cfg = self.cfg
         chans = _channel_list(chans)
         out = np.zeros((len(chans), n), dtype=np.float32)
         for ev in bg_events:
-            seg = self.background_segment(ev, n)
-            power = background_power(seg)  # over all 4 channels, whatever is rendered
+            power = self.background_power(ev, n)  # over all 4 channels, whatever is rendered
             gain = np.float32(math.sqrt(10 ** ((cfg.ref_db + float(ev.get("snr") or 0)) / 10) / power))
-            out += seg[list(chans)] * gain
+            out += self.background_segment(ev, n, chans) * gain
         return out
 
     def _position_index(self, room, cart, raw, position):
@@ -565,6 +652,15 @@ class FoaSynthesizer:
         return int(match[0])
 
     def _reference_window(self, ir0, delay):
+        """Channel 0 of a response kept on its direct-path window (zero elsewhere)."""
+        lo, end = self._reference_span(ir0, delay)
+        window = np.zeros_like(ir0)
+        window[lo:end] = ir0[lo:end]
+        return window
+
+    def _reference_span(self, ir0, delay):
+        """``[start, stop)`` of the direct-path window of channel 0 ``ir0`` (SPEC §6 step 4),
+        clipped to the response."""
         cfg = self.cfg
         sr = cfg.sample_rate
         before = int(cfg.direct_path_ms[0] * sr / 1000)
@@ -576,10 +672,7 @@ class FoaSynthesizer:
         else:
             peak = int(np.argmax(np.abs(ir0)))
         end = peak + after + (1 if cfg.year == 2026 else 0)
-        window = np.zeros_like(ir0)
-        lo = max(peak - before, 0)
-        window[lo:end] = ir0[lo:end]
-        return window
+        return max(peak - before, 0), min(end, ir0.shape[0])
 
     def dry_source(self, ev):
         """The mono, peak-normalised float32 source segment of event ``ev`` (SPEC §6 step 1).
@@ -601,63 +694,57 @@ class FoaSynthesizer:
                              f"segment at {ev['source_time']:.3f} s for {ev['event_duration']:.3f} s is silent")
         return x / np.float32(peak)
 
-    def event_gain(self, spec_x, nfft, n_source, room, index, level_db):
+    def event_gain(self, spec_x, n_source, ir_length, power_h, level_db):
         """The float gain that brings the full-length 4-channel wet event to ``level_db``.
 
-        ``spec_x``: the source's ``rfft`` at ``nfft >= n_source + L - 1``. The wet energy is
-        ``R_x(0) R_h(0) + 2 sum_{tau >= 1} R_x(tau) R_h(tau)`` (SPEC §6 step 3 without the
-        convolution; ``R_x`` from ``|X|^2``, ``R_h`` from :meth:`SoundBank.room_ir_autocorr`).
+        ``spec_x``: the ``rfft`` of the source (``n_source`` samples) at an FFT length holding
+        its whole convolution with the response (``ir_length`` taps); ``power_h``: the
+        response's Parseval weights at that length (:meth:`SoundBank.room_spectra`). None when
+        the wet event is silent.
         """
-        autocorr_h = self.bank.room_ir_autocorr(room, index, self.cfg.sample_rate)
-        lags = min(autocorr_h.shape[0], n_source)
-        # float32 as the source spectrum: the energy's relative error stays ~5e-7 (the old
-        # sum of squares of the float32 wet signal: ~4e-7), i.e. gains exact to ~-130 dB
-        power_x = spec_x.real ** 2 + spec_x.imag ** 2
-        autocorr_x = scipy.fft.irfft(power_x, nfft)[:lags].astype(np.float64)
-        energy = 2.0 * float(np.dot(autocorr_x, autocorr_h[:lags])) - autocorr_x[0] * autocorr_h[0]
-        full = n_source + autocorr_h.shape[0] - 1
+        energy = float(np.dot(np.square(spec_x.real, dtype=np.float64) +
+                              np.square(spec_x.imag, dtype=np.float64), power_h.astype(np.float64)))
+        full = n_source + ir_length - 1
         power = energy / (constants.N_FOA_CHANNELS * full)
         if not power > 0:
             return None
         return math.sqrt(10 ** (level_db / 10) / power)
 
-    def _render_event(self, ev, room, cart, raw, delays, with_reference, role, chans, mixture,
-                      with_wet=True):
-        """Render one event into ``mixture`` (the rows of ``chans``); returns its RenderedEvent."""
+    def _render_event(self, ev, room, cart, raw, delays, role, chans, mixture, with_wet,
+                      with_reference):
+        """Render one event into ``mixture`` (the rows of ``chans``); returns its RenderedEvent
+        (wet image and reference only when asked for)."""
         cfg, bank = self.cfg, self.bank
         sr, n = cfg.sample_rate, cfg.n_samples
         x = self.dry_source(ev)
         frames = int(ev["event_duration"] * sr)
         idx = self._position_index(room, cart, raw, ev["event_position"])
-        ir = bank.room_ir(room, idx, sr)  # (4, L)
-        full = x.shape[0] + ir.shape[1] - 1
-        nfft = scipy.fft.next_fast_len(full, real=True)
-        spec_x = scipy.fft.rfft(x, nfft)
-        gain = self.event_gain(spec_x, nfft, x.shape[0], room, idx, cfg.ref_db + float(ev["snr"]))
+        ir_length = bank.room_ir(room, idx, sr).shape[1]
+        full = x.shape[0] + ir_length - 1
+        nfft = fft_length(full)
+        spectra, power_h = bank.room_spectra(room, idx, sr, nfft)
+        spec = scipy.fft.rfft(x, nfft)
+        gain = self.event_gain(spec, x.shape[0], ir_length, power_h, cfg.ref_db + float(ev["snr"]))
         if gain is None:
             raise SynthesisError(f"{room}: event {ev['source_file']} is silent after spatialisation")
-        gain32 = np.float32(gain)
+        spec = np.multiply(spec, np.float32(gain), dtype=np.complex64)
         onset = int(ev["event_time"] * sr)
         stop = min(onset + full, n)
         wet_out = np.zeros((len(chans), n), dtype=np.float32) if with_wet else None
         if stop > onset:
             for row, channel in enumerate(chans):
-                # one channel at a time, on freshly allocated 1-D arrays: numpy's complex
-                # multiply may take another (FMA) code path for other shapes or alignments,
-                # and a channel's values must not depend on what else is rendered
-                wet = scipy.fft.irfft(spec_x * scipy.fft.rfft(ir[channel], nfft), nfft)
-                part = np.multiply(wet[:stop - onset], gain32, dtype=np.float32)
+                part = scipy.fft.irfft(np.multiply(spec, spectra[channel]), nfft)[:stop - onset]
                 mixture[row, onset:stop] += part
                 if wet_out is not None:
                     wet_out[row, onset:stop] = part
         reference = None
         if with_reference:
             delay = None if delays is None else float(delays[idx])
-            window = self._reference_window(ir[0], delay)
-            dry = scipy.fft.irfft(spec_x * scipy.fft.rfft(window, nfft), nfft)[:full]
+            start, end = self._reference_span(bank.room_ir(room, idx, sr)[0], delay)
             reference = np.zeros(n, dtype=np.float32)
             if stop > onset:
-                reference[onset:stop] = dry[:stop - onset].astype(np.float32) * gain32
+                window = bank.window_spectrum(room, idx, sr, nfft, start, end)
+                reference[onset:stop] = scipy.fft.irfft(np.multiply(spec, window), nfft)[:stop - onset]
         return RenderedEvent(label=ev["label"], role=role,
                              wet=wet_out, reference=reference, onset=onset,
                              offset=min(onset + frames, n), position=cart[idx].copy(),
