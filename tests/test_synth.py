@@ -357,3 +357,17 @@ def test_missing_class_folder_is_reported(bank_root, tmp_path):
     shutil.rmtree(root / "sound_event" / "train" / "Typing")
     with pytest.raises(SynthesisError, match="Typing"):
         SoundBank(str(root), "train")
+
+
+def test_bench_synth_prints_cold_and_warm_figures(tmp_path, capsys):
+    from s5lib.bin import bench_synth
+    bench_synth.main(["--n_mix", "2", "--size", "tiny", "--work_dir", str(tmp_path),
+                      "--skip_long", "true"])
+    lines = capsys.readouterr().out.splitlines()
+    for render in ("full render", "4-channel tagger render", "1-channel tagger render",
+                   "device-synthesis worker"):
+        for state in ("cold", "warm"):
+            assert any(f"tiny bank, {render}" in ln and f", {state}" in ln and "mixtures/s" in ln
+                       for ln in lines), (render, state)
+    caches = [float(ln.split("spectrum cache")[1].split()[0]) for ln in lines if "spectrum cache" in ln]
+    assert len(caches) == 4 and caches[0] > 0
