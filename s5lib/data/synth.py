@@ -411,7 +411,8 @@ DEFAULT_SPECTRUM_CACHE_MB = 1024
 def spectrum_cache_limit_mb(value=None):
     """Size bound of a bank's room-spectrum cache in MiB: ``value``, else the environment
     variable ``S5_SPECTRUM_CACHE_MB``, else 1024 (the mini bank's 72 training positions take
-    ~540 MiB; a smaller cache only costs 4 forward FFTs per event that misses it)."""
+    ~400-800 MiB at the lengths their events need; an event that misses the cache costs 4 more
+    forward FFTs)."""
     if value is None:
         raw = os.environ.get(SPECTRUM_CACHE_ENV)
         if raw is None or raw.strip() == "":
