@@ -441,21 +441,39 @@ def strategy_counts_path(summary_path, summary):
     return os.path.join(decode_dir, summary.get("label_mode") or "estimated", "strategy.json")
 
 
+def run_extra(source, summary, kind):
+    """The ``breakdowns`` (``breakdowns.json`` beside the summary) or ``strategy`` (REDUX's
+    per-case counts, :func:`strategy_counts_path`) of one scoring run; ``source`` is its
+    summary.json path, or an archived record of RESULTS.json (a dict holding them). None when
+    the run has none."""
+    if isinstance(source, dict):
+        return source.get(kind)
+    if not source:
+        return None
+    if kind == "breakdowns":
+        path = os.path.join(os.path.dirname(os.path.abspath(source)), "breakdowns.json")
+    else:
+        path = strategy_counts_path(source, summary)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def diagnostics_table(items, metric_name):
     """Markdown: the breakdowns (``breakdowns.json`` beside each ``summary.json``) of one
     experiment's decodes, one row per label source: the task metric per number of targets and
     of interferers (and, 2026, with / without same-class duplicates), the false-alarm rate on
     empty mixtures (when the test set has some), and the label-free CASA-SDRi with its label
-    swaps. None when no decode has breakdowns (anchors are left out)."""
+    swaps. ``items``: (source, summary) pairs, sources as :func:`run_extra` takes them. None
+    when no decode has breakdowns (anchors are left out)."""
     rows = []
-    for path, summary in items:
-        if summary.get("anchor") or not path:
+    for source, summary in items:
+        if summary.get("anchor"):
             continue
-        breakdown_path = os.path.join(os.path.dirname(os.path.abspath(path)), "breakdowns.json")
-        if not os.path.isfile(breakdown_path):
-            continue
-        with open(breakdown_path) as f:
-            rows.append((summary.get("label_mode") or "estimated", json.load(f)))
+        breakdown = run_extra(source, summary, "breakdowns")
+        if breakdown is not None:
+            rows.append((summary.get("label_mode") or "estimated", breakdown))
     if not rows:
         return None
     groups = [("targets", "by_n_targets"), ("interferers", "by_n_interferers"),
@@ -498,17 +516,15 @@ def strategy_table(items):
     """Markdown: per experiment (seed token removed) and label source of the decodes that ran
     REDUX's strategy, the mean number of mixtures (over seeds) whose strategy ended in each case,
     those that went through a case-III round, the mean rounds and separator calls per mixture.
-    ``items``: (summary.json path, summary) pairs; decodes without ``strategy.json`` are left out.
-    None when no decode ran the strategy."""
+    ``items``: (source, summary) pairs, sources as :func:`run_extra` takes them; decodes without
+    ``strategy.json`` are left out. None when no decode ran the strategy."""
     groups = OrderedDict()
-    for path, summary in items:
+    for source, summary in items:
         if summary.get("anchor"):
             continue
-        counts_path = strategy_counts_path(path, summary)
-        if not os.path.isfile(counts_path):
+        counts = run_extra(source, summary, "strategy")
+        if counts is None:
             continue
-        with open(counts_path) as f:
-            counts = json.load(f)
         key = (summary.get("recipe") or "", seed_group_name(summary.get("tag") or ""),
                summary.get("label_mode") or "estimated")
         groups.setdefault(key, []).append(counts)
@@ -594,8 +610,64 @@ def plot_refinement_curves(curves, path, metric_name="CA-SDRi"):
     return True
 
 
-def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=None):
-    """Write a generated RESULTS.md.
+RESULTS_SECTIONS = ("Environment", "Across seeds", "Comparison table", "Strategy cases")
+
+
+def archive_path(results_md):
+    """The machine-readable archive beside a RESULTS.md (``RESULTS.json``): every scoring run
+    the page shows, so that a page regenerated where some runs' exp dirs are gone (a fresh
+    clone, another machine) still shows them."""
+    return os.path.splitext(results_md)[0] + ".json"
+
+
+def run_key(name, summary):
+    """What one row of RESULTS.md is: experiment name, label source, anchor."""
+    return (name, summary.get("label_mode") or "estimated", summary.get("anchor") or "")
+
+
+def read_archive(path):
+    """The records of a RESULTS.json: dicts ``name`` plus either ``summary``, ``command``,
+    ``breakdowns``, ``strategy`` (a scoring run) or ``markdown`` (a section of a page written
+    before the archive existed, kept as text). [] when there is no file; a file that is not
+    such an archive is an error naming it."""
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        records = data["runs"]
+        if not isinstance(records, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str)
+                and (isinstance(r.get("summary"), dict) or isinstance(r.get("markdown"), str))
+                for r in records):
+            raise ValueError("each run needs a name and a summary or a markdown section")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a RESULTS archive ({err}); fix or delete it "
+                         f"(make_results --forget_missing rebuilds it from the runs on disk)") from None
+    return records
+
+
+def legacy_sections(results_md):
+    """The per-experiment sections (``## <name>`` up to the next ``## ``) of a RESULTS.md
+    written before RESULTS.json existed, as markdown records; the page's own sections
+    (environment, across seeds, comparison, strategy cases) are not experiments."""
+    if not os.path.isfile(results_md):
+        return []
+    with open(results_md) as f:
+        lines = f.read().splitlines()
+    records, name, body = [], None, []
+    for line in lines + ["## "]:
+        if line.startswith("## "):
+            if name is not None and name not in RESULTS_SECTIONS:
+                records.append({"name": name, "markdown": "\n".join(body).strip("\n")})
+            name, body = line[3:].strip(), []
+        elif name is not None:
+            body.append(line)
+    return records
+
+
+def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=None, kept=()):
+    """Write a generated RESULTS.md, and its archive RESULTS.json (:func:`archive_path`).
 
     Args:
         recipe_dir: the recipe folder (its name titles the page; git is asked there).
@@ -603,7 +675,10 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
             table with one row per label mode (estimated labels, oracle labels, ...).
         path: where to write.
         summary_paths: the summary.json file of each experiment entry (same order), when known:
-            decodes that ran REDUX's strategy get a table of its per-case counts.
+            its breakdowns.json gives the diagnostics table, and decodes that ran REDUX's
+            strategy get a table of its per-case counts.
+        kept: archive records (:func:`read_archive`) of runs to show besides ``experiments``,
+            e.g. those whose exp dirs are gone; the page names them.
     """
     name = os.path.basename(os.path.normpath(os.path.abspath(recipe_dir)))
     lines = [GENERATED_NOTE, "", f"# Results: {title or name}", "", "## Environment", "",
@@ -611,21 +686,39 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
     for key, value in environment_info(recipe_dir).items():
         lines.append(f"{key:>7s}: {value}")
     lines += ["```", ""]
+    # (name, summary, command, source): source is the summary.json path or the archive record
+    runs = [(exp_name, summary, command, src) for (exp_name, summary, command), src in
+            zip(experiments, list(summary_paths or []) + [None] * len(experiments))]
+    sections = OrderedDict()
+    for record in kept:
+        if "summary" in record:
+            runs.append((record["name"], record["summary"], record.get("command") or "", record))
+        else:
+            sections[record["name"]] = record["markdown"]
+    if kept:
+        names = sorted({r["name"] for r in kept})
+        lines += [f"Kept from the previous page ({len(kept)} record(s) of "
+                  f"`{os.path.basename(archive_path(path))}`): runs whose summary.json was not "
+                  f"among this page's (exp dirs removed, a fresh clone, another machine); "
+                  f"`make_results --forget_missing` drops them: "
+                  + ", ".join(f"`{n}`" for n in names) + ".", ""]
     groups = OrderedDict()
-    paths = {id(summary): path for (_, summary, _), path in zip(experiments, summary_paths or [])}
-    for exp_name, summary, command in experiments:
-        groups.setdefault(exp_name, []).append((summary, command))
-    for exp_name, entries in groups.items():
-        entries = sorted(entries, key=lambda entry: _row_order(entry[0]))
-        years = sorted({s.get("year") for s, _ in entries if s.get("year") is not None})
+    for exp_name, summary, command, src in sorted(runs, key=lambda run: run[0]):
+        groups.setdefault(exp_name, []).append((summary, command, src))
+    for exp_name in sorted(set(groups) | set(sections)):
+        if exp_name not in groups:  # a section of a page older than its archive, as it was
+            lines += [f"## {exp_name}", "", sections[exp_name], ""]
+            continue
+        entries = sorted(groups[exp_name], key=lambda entry: _row_order(entry[0]))
+        years = sorted({s.get("year") for s, _, _ in entries if s.get("year") is not None})
         lines += [f"## {exp_name}", ""]
         if years:
             lines += [f"Year: {', '.join(str(y) for y in years)}", ""]
-        rows = comparison_rows([s for s, _ in entries])
+        rows = comparison_rows([s for s, _, _ in entries])
         lines.append(rows_to_markdown(rows, lead_columns=("labels",)))
         lines.append("")
         metric = entries[0][0].get("metric_name") or "CA-SDRi"
-        diagnostics = diagnostics_table([(paths.get(id(s)), s) for s, _ in entries], metric)
+        diagnostics = diagnostics_table([(src, s) for s, _, src in entries], metric)
         if diagnostics:
             lines += [f"Diagnostics (`breakdowns.json`; not the official metric): {metric} per "
                       f"subset of the test set (mixtures in brackets), false alarms on empty "
@@ -634,28 +727,38 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
         lines.append("Commands:")
         lines.append("")
         lines.append("```sh")
-        for summary, command in entries:
+        for summary, command, _ in entries:
             lines.append(f"# anchor: {summary['anchor']}" if summary.get("anchor")
                          else f"# {summary.get('label_mode') or 'estimated'} labels")
             lines.append(command or summary.get("command") or "(not recorded)")
         lines += ["```", ""]
-    spread = seed_spread_lines(groups)
+    seed_groups = OrderedDict((n, [(s, c) for s, c, _ in entries]) for n, entries in groups.items())
+    spread = seed_spread_lines(seed_groups)
     lines += spread
     if spread:  # several experiments with several seeds: one table of them all
         lines += ["## Comparison table", "",
                   "Every experiment of this page (seed tokens removed) x label source: mean ± sample "
                   "std (number of seeds) of the main measure; refinement steps as rows "
                   "(`python -m s5lib.bin.compare --seed_table`).", "",
-                  seed_table([summary for _, summary, _ in experiments]), ""]
-    cases = strategy_table(list(zip(summary_paths, [s for _, s, _ in experiments]))) if summary_paths else None
+                  seed_table([summary for summary, _, _ in
+                              (e for entries in groups.values() for e in entries)]), ""]
+    cases = strategy_table([(src, s) for entries in groups.values() for s, _, src in entries])
     if cases:
         lines += ["## Strategy cases", "",
                   "The decodes that ran REDUX's classify / separate / verify / subtract strategy "
                   "(`python -m s5lib.bin.compare --strategy_table`).", "", cases, ""]
     text = "\n".join(lines)
-    tmp = path + ".tmp"
+    records = [{"name": n, "markdown": sections[n]} for n in sorted(set(sections) - set(groups))]
+    for exp_name, entries in groups.items():
+        for summary, command, src in entries:
+            records.append({"name": exp_name, "command": command, "summary": summary,
+                            "breakdowns": run_extra(src, summary, "breakdowns"),
+                            "strategy": run_extra(src, summary, "strategy")})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    for target, content in ((archive_path(path), json.dumps({"runs": records}, indent=1) + "\n"),
+                            (path, text)):
+        tmp = target + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(content)
+        os.replace(tmp, target)
     return text

@@ -411,3 +411,60 @@ def test_score_accepts_label_sources_and_refinement_steps(tmp_path):
         assert is_label_mode(mode), mode
     for mode in ("est", "oracle_step", "oracle_stepx", "anchor_silence", "", None):
         assert not is_label_mode(mode), mode
+
+
+def test_make_results_keeps_runs_whose_exp_dirs_are_gone(tmp_path, capsys):
+    """RESULTS.json archives every run of the page: regenerating without some runs' summaries
+    (a fresh clone) keeps their rows and diagnostics and names them; --forget_missing drops
+    them; a page older than the archive keeps its experiment sections as text; a damaged
+    archive is an error naming it."""
+    import shutil
+    recipe = tmp_path / "egs" / "baseline"
+    a = fake_summary(str(recipe / "exp" / "sep_a" / "scores" / "estimated" / "summary.json"),
+                     "baseline", "sep_a", "estimated", 2026, 8.1714, 57.1)
+    b_dir = recipe / "exp" / "sep_b" / "scores" / "oracle"
+    b = fake_summary(str(b_dir / "summary.json"), "baseline", "sep_b", "oracle", 2026, 11.5, 100.0)
+    (b_dir / "breakdowns.json").write_text(json.dumps(
+        {"by_n_targets": {"1": {"CAPI-SDRi": 9.25, "n_mixtures": 4}},
+         "casa": {"CASA-SDRi": 7.5, "label_swaps": 1, "n_pairs": 9}}))
+    out = recipe / "RESULTS.md"
+    assert make_results.main(["--summaries", a, b, "--out", str(out)]) == 0
+    first = out.read_text()
+    archive = json.loads((recipe / "RESULTS.json").read_text())
+    assert sorted(r["name"] for r in archive["runs"]) == ["sep_a", "sep_b"]
+    assert "| oracle | 9.25 (4) | 7.50 | 1 / 9 |" in first.split("## sep_b")[1]
+    assert "Kept from" not in first
+
+    shutil.rmtree(recipe / "exp" / "sep_b")  # a fresh clone: sep_b's exp dir is gone
+    capsys.readouterr()
+    assert make_results.main(["--summaries", a, "--out", str(out)]) == 0
+    assert "1 kept from the previous page" in capsys.readouterr().out
+    text = out.read_text()
+    assert "Kept from the previous page (1 record(s) of `RESULTS.json`)" in text and "`sep_b`" in text
+    assert text.split("## sep_b")[1] == first.split("## sep_b")[1]  # same rows and diagnostics
+    assert make_results.main(["--summaries", a, "--out", str(out)]) == 0  # kept again
+    assert "## sep_b" in out.read_text()
+
+    assert make_results.main(["--summaries", a, "--out", str(out), "--forget_missing"]) == 0
+    text = out.read_text()
+    assert "## sep_b" not in text and "Kept from" not in text and "## sep_a" in text
+    assert [r["name"] for r in json.loads((recipe / "RESULTS.json").read_text())["runs"]] == ["sep_a"]
+
+    # a page written before the archive existed: its other experiments' sections stay as text
+    os.remove(recipe / "RESULTS.json")
+    old_section = "| oracle | 6.38 | 100.00 |\n\nCommands:\n\n```sh\n# oracle labels\nrun it\n```"
+    out.write_text(f"# Results: baseline\n\n## Environment\n\nx\n\n## old_run/decode_test\n\n"
+                   f"{old_section}\n\n## sep_a\n\nstale\n\n## Across seeds\n\nstale spread\n")
+    assert make_results.main(["--summaries", a, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"## old_run/decode_test\n\n{old_section}\n" in text
+    assert "stale" not in text and text.count("## sep_a") == 1
+    records = json.loads((recipe / "RESULTS.json").read_text())["runs"]
+    assert {"name": "old_run/decode_test", "markdown": old_section} in records
+    assert make_results.main(["--summaries", a, "--out", str(out)]) == 0
+    assert f"## old_run/decode_test\n\n{old_section}\n" in out.read_text()
+
+    (recipe / "RESULTS.json").write_text("{not json")
+    capsys.readouterr()
+    assert make_results.main(["--summaries", a, "--out", str(out)]) == 1
+    assert "RESULTS.json: not a RESULTS archive" in capsys.readouterr().err
