@@ -649,20 +649,96 @@ def read_archive(path):
 
 def legacy_sections(results_md):
     """The per-experiment sections (``## <name>`` up to the next ``## ``) of a RESULTS.md
-    written before RESULTS.json existed, as markdown records; the page's own sections
+    written before RESULTS.json existed, as (name, text) pairs; the page's own sections
     (environment, across seeds, comparison, strategy cases) are not experiments."""
+    return [(name, text) for name, text in _page_sections(results_md) if name not in RESULTS_SECTIONS]
+
+
+def _page_sections(results_md):
     if not os.path.isfile(results_md):
         return []
     with open(results_md) as f:
         lines = f.read().splitlines()
-    records, name, body = [], None, []
+    sections, name, body = [], None, []
     for line in lines + ["## "]:
         if line.startswith("## "):
-            if name is not None and name not in RESULTS_SECTIONS:
-                records.append({"name": name, "markdown": "\n".join(body).strip("\n")})
+            if name is not None:
+                sections.append((name, "\n".join(body).strip("\n")))
             name, body = line[3:].strip(), []
         elif name is not None:
             body.append(line)
+    return sections
+
+
+def _table_cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def records_from_section(name, text, recipe):
+    """Archive records rebuilt from one experiment section of an older RESULTS.md: one summary
+    per row of its table (the values as printed, i.e. rounded to 0.01), the year, the commands,
+    and its diagnostics table as text (``diagnostics_markdown``). None when the section does not
+    read as one this module writes."""
+    lines = text.splitlines()
+    titles = {title: key for key, title in METRIC_COLUMNS}
+    year = next((int(m.group(1)) for m in (re.match(r"Year: (\d{4})", ln) for ln in lines) if m), None)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("| Labels |")), None)
+    if start is None or start + 1 >= len(lines):
+        return None
+    header = _table_cells(lines[start])
+    if any(title not in titles for title in header[1:]):
+        return None
+    commands, label = {}, None
+    for ln in lines[next((i for i, x in enumerate(lines) if x.startswith("```sh")), len(lines)):]:
+        if ln.startswith("# "):
+            label = ln[2:].strip()
+        elif label and ln and not ln.startswith("```"):
+            commands[label] = ln
+            label = None
+    diagnostics = None
+    at = next((i for i, ln in enumerate(lines) if ln.startswith("Diagnostics (")), None)
+    if at is not None:
+        end = next((i for i in range(at, len(lines)) if lines[i] == "Commands:"), len(lines))
+        diagnostics = "\n".join(lines[at:end]).strip("\n")
+    records = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        cells = _table_cells(ln)
+        if len(cells) != len(header):
+            return None
+        labels = cells[0]
+        anchor = labels[len("anchor: "):] if labels.startswith("anchor: ") else None
+        metrics = {}
+        for title, cell in zip(header[1:], cells[1:]):
+            if cell not in ("", "–"):
+                try:
+                    metrics[titles[title]] = int(cell) if titles[title].startswith("n_") else float(cell)
+                except ValueError:
+                    return None
+        metric_name = "CAPI-SDRi" if "CAPI-SDRi" in metrics else "CA-SDRi"
+        summary = {"recipe": name.split(": ")[0] if ": " in name else recipe,
+                   "tag": name.split(": ", 1)[-1], "year": year,
+                   "label_mode": "estimated" if anchor else labels, "anchor": anchor,
+                   "metric_name": metric_name, "metrics": metrics, "from_markdown": True}
+        command = commands.get(f"anchor: {anchor}" if anchor else f"{labels} labels", "")
+        records.append({"name": name, "command": command, "summary": summary,
+                        "breakdowns": None, "strategy": None, "diagnostics_markdown": diagnostics})
+    return records or None
+
+
+def legacy_records(results_md, recipe):
+    """Archive records of a RESULTS.md written before RESULTS.json existed: each experiment
+    section's rows rebuilt as summaries (:func:`records_from_section`), or the section kept
+    as text (``markdown``) when it does not read as one."""
+    records = []
+    for name, text in legacy_sections(results_md):
+        rebuilt = records_from_section(name, text, recipe)
+        records += rebuilt if rebuilt else [{"name": name, "markdown": text}]
+    # REDUX's per-case counts are not in the experiment tables: their section as it was
+    cases = [text for name, text in _page_sections(results_md) if name == "Strategy cases"]
+    if records and cases:
+        records.append({"name": "Strategy cases", "markdown": cases[0], "page_section": True})
     return records
 
 
@@ -690,18 +766,25 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
     runs = [(exp_name, summary, command, src) for (exp_name, summary, command), src in
             zip(experiments, list(summary_paths or []) + [None] * len(experiments))]
     sections = OrderedDict()
+    older_cases = None  # the strategy-cases section of a page older than its archive
     for record in kept:
-        if "summary" in record:
+        if record.get("page_section"):
+            older_cases = record
+        elif "summary" in record:
             runs.append((record["name"], record["summary"], record.get("command") or "", record))
         else:
             sections[record["name"]] = record["markdown"]
     if kept:
-        names = sorted({r["name"] for r in kept})
+        names = sorted({r["name"] for r in kept if not r.get("page_section")})
         lines += [f"Kept from the previous page ({len(kept)} record(s) of "
                   f"`{os.path.basename(archive_path(path))}`): runs whose summary.json was not "
                   f"among this page's (exp dirs removed, a fresh clone, another machine); "
                   f"`make_results --forget_missing` drops them: "
-                  + ", ".join(f"`{n}`" for n in names) + ".", ""]
+                  + ", ".join(f"`{n}`" for n in names) + "."
+                  + (" Some rows were rebuilt from the tables of a page older than the archive "
+                     "(values as printed, diagnostics as text)."
+                     if any((r.get("summary") or {}).get("from_markdown") for r in kept) else ""),
+                  ""]
     groups = OrderedDict()
     for exp_name, summary, command, src in sorted(runs, key=lambda run: run[0]):
         groups.setdefault(exp_name, []).append((summary, command, src))
@@ -719,7 +802,11 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
         lines.append("")
         metric = entries[0][0].get("metric_name") or "CA-SDRi"
         diagnostics = diagnostics_table([(src, s) for s, _, src in entries], metric)
-        if diagnostics:
+        older = next((src["diagnostics_markdown"] for _, _, src in entries if isinstance(src, dict)
+                      and src.get("diagnostics_markdown")), None)
+        if not diagnostics and older:  # rows rebuilt from an older page: its table as it was
+            lines += [older, ""]
+        elif diagnostics:
             lines += [f"Diagnostics (`breakdowns.json`; not the official metric): {metric} per "
                       f"subset of the test set (mixtures in brackets), false alarms on empty "
                       f"mixtures, label-free CASA-SDRi (pairs matched by SNR whatever their "
@@ -743,17 +830,24 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
                   seed_table([summary for summary, _, _ in
                               (e for entries in groups.values() for e in entries)]), ""]
     cases = strategy_table([(src, s) for entries in groups.values() for s, _, src in entries])
-    if cases:
+    if not cases and older_cases:
+        lines += ["## Strategy cases", "", older_cases["markdown"], ""]
+    elif cases:
         lines += ["## Strategy cases", "",
                   "The decodes that ran REDUX's classify / separate / verify / subtract strategy "
                   "(`python -m s5lib.bin.compare --strategy_table`).", "", cases, ""]
     text = "\n".join(lines)
     records = [{"name": n, "markdown": sections[n]} for n in sorted(set(sections) - set(groups))]
+    if not cases and older_cases:
+        records.append(older_cases)
     for exp_name, entries in groups.items():
         for summary, command, src in entries:
-            records.append({"name": exp_name, "command": command, "summary": summary,
-                            "breakdowns": run_extra(src, summary, "breakdowns"),
-                            "strategy": run_extra(src, summary, "strategy")})
+            record = {"name": exp_name, "command": command, "summary": summary,
+                      "breakdowns": run_extra(src, summary, "breakdowns"),
+                      "strategy": run_extra(src, summary, "strategy")}
+            if isinstance(src, dict) and src.get("diagnostics_markdown"):
+                record["diagnostics_markdown"] = src["diagnostics_markdown"]
+            records.append(record)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     for target, content in ((archive_path(path), json.dumps({"runs": records}, indent=1) + "\n"),
                             (path, text)):

@@ -468,3 +468,49 @@ def test_make_results_keeps_runs_whose_exp_dirs_are_gone(tmp_path, capsys):
     capsys.readouterr()
     assert make_results.main(["--summaries", a, "--out", str(out)]) == 1
     assert "RESULTS.json: not a RESULTS archive" in capsys.readouterr().err
+
+
+def test_make_results_rebuilds_an_older_page_from_its_tables(tmp_path):
+    """A RESULTS.md without RESULTS.json (written before the archive existed): regenerating it
+    where its runs' exp dirs are gone gives the same sections, the same diagnostics and the
+    same across-seeds rows, rebuilt from its tables (values with two decimals here: the tables
+    print two, so other values come back rounded)."""
+    import shutil
+    recipe = tmp_path / "egs" / "cpjku"
+    paths = []
+    for seed, (sdri, acc) in enumerate([(6.17, 39.0), (6.59, 41.0)]):
+        for mode, value in (("estimated", sdri - 2), ("oracle", sdri)):
+            d = recipe / "exp" / f"sep_full_seed{seed}" / "scores" / mode
+            paths.append(fake_summary(str(d / "summary.json"), "cpjku",
+                                      f"sep_full_seed{seed}/decode_test", mode, 2025, value, acc))
+            (d / "breakdowns.json").write_text(json.dumps(
+                {"by_n_targets": {"2": {"CA-SDRi": value + 0.5, "n_mixtures": 37}},
+                 "casa": {"CASA-SDRi": value - 0.25, "label_swaps": 3, "n_pairs": 20}}))
+    d = recipe / "exp" / "sep_full_seed0" / "scores" / "anchor_silence"
+    paths.append(fake_summary(str(d / "summary.json"), "cpjku", "sep_full_seed0/decode_test",
+                              "estimated", 2025, 4.46, 100.0))
+    with open(paths[-1]) as f:
+        anchor = json.load(f)
+    anchor["anchor"] = "silence"
+    with open(paths[-1], "w") as f:
+        json.dump(anchor, f)
+    out = recipe / "RESULTS.md"
+    assert make_results.main(["--summaries", *paths, "--out", str(out)]) == 0
+    first = out.read_text()
+    assert "| estimated | 4.38 ± 0.30 |" in first  # across seeds: mean ± std of 4.17, 4.59
+    os.remove(recipe / "RESULTS.json")
+    shutil.rmtree(recipe / "exp")
+    cases = "| Recipe | Experiment | Labels |\n|---|---|---|\n| cpjku | sep_full/decode_test | estimated |"
+    out.write_text(first + f"\n## Strategy cases\n\n{cases}\n")  # counts no table row holds
+    other = fake_summary(str(tmp_path / "other" / "summary.json"), "cpjku", "sep_new/decode_test",
+                         "oracle", 2025, 7.0, 100.0)
+    assert make_results.main(["--summaries", other, "--out", str(out)]) == 0
+    again = out.read_text()
+    assert "Some rows were rebuilt from the tables" in again
+    for seed in (0, 1):
+        head = f"## sep_full_seed{seed}/decode_test"
+        assert again.split(head)[1].split("\n## ")[0] == first.split(head)[1].split("\n## ")[0]
+    spread = first.split("## Across seeds")[1].split("## Comparison table")[0]
+    assert spread.strip() in again
+    assert "| cpjku | sep_full/decode_test |  | 4.38 ± 0.30 (2) | 6.38 ± 0.30 (2) |" in again
+    assert again.endswith(f"## Strategy cases\n\n{cases}\n")

@@ -14,14 +14,15 @@ rows next to a system's) are titled ``<recipe>: <tag>``. The page starts with an
 Beside the page, ``RESULTS.json`` archives every run it shows (summary, command, diagnostics).
 Rows of the previous page whose summary.json is not among ``--summaries`` (a fresh clone, exp
 dirs removed or on another machine) are kept from that archive and named at the top of the
-page; ``--forget_missing`` drops them. A page older than its archive keeps such experiments'
-sections as they were written.
+page; ``--forget_missing`` drops them. A page older than its archive gives its rows from its
+tables (values as printed, diagnostics as text); a section that does not read as a table of
+this tool stays as it was written.
 """
 import argparse
 import os
 import sys
 
-from s5lib.results import (archive_path, find_summaries, legacy_sections, load_summary,
+from s5lib.results import (archive_path, find_summaries, legacy_records, load_summary,
                            read_archive, run_key, write_results_md)
 
 
@@ -56,7 +57,8 @@ def main(argv=None):
     if not args.forget_missing:
         archive = archive_path(args.out)
         try:
-            records = read_archive(archive) if os.path.isfile(archive) else legacy_sections(args.out)
+            records = (read_archive(archive) if os.path.isfile(archive)
+                       else legacy_records(args.out, this_recipe))
         except ValueError as err:
             print(f"ERROR: {err}", file=sys.stderr)
             return 1
