@@ -647,14 +647,9 @@ def read_archive(path):
     return records
 
 
-def legacy_sections(results_md):
-    """The per-experiment sections (``## <name>`` up to the next ``## ``) of a RESULTS.md
-    written before RESULTS.json existed, as (name, text) pairs; the page's own sections
-    (environment, across seeds, comparison, strategy cases) are not experiments."""
-    return [(name, text) for name, text in _page_sections(results_md) if name not in RESULTS_SECTIONS]
-
-
-def _page_sections(results_md):
+def page_sections(results_md):
+    """The sections (``## <name>`` up to the next ``## ``) of a RESULTS.md as (name, text)
+    pairs; [] when there is no file."""
     if not os.path.isfile(results_md):
         return []
     with open(results_md) as f:
@@ -731,12 +726,13 @@ def legacy_records(results_md, recipe):
     """Archive records of a RESULTS.md written before RESULTS.json existed: each experiment
     section's rows rebuilt as summaries (:func:`records_from_section`), or the section kept
     as text (``markdown``) when it does not read as one."""
-    records = []
-    for name, text in legacy_sections(results_md):
-        rebuilt = records_from_section(name, text, recipe)
-        records += rebuilt if rebuilt else [{"name": name, "markdown": text}]
-    # REDUX's per-case counts are not in the experiment tables: their section as it was
-    cases = [text for name, text in _page_sections(results_md) if name == "Strategy cases"]
+    records, cases = [], []
+    for name, text in page_sections(results_md):
+        if name == "Strategy cases":  # REDUX's per-case counts are in no experiment table
+            cases.append(text)
+        elif name not in RESULTS_SECTIONS:  # the page's own sections are not experiments
+            rebuilt = records_from_section(name, text, recipe)
+            records += rebuilt if rebuilt else [{"name": name, "markdown": text}]
     if records and cases:
         records.append({"name": "Strategy cases", "markdown": cases[0], "page_section": True})
     return records

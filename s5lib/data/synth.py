@@ -720,7 +720,8 @@ class FoaSynthesizer:
         x = self.dry_source(ev)
         frames = int(ev["event_duration"] * sr)
         idx = self._position_index(room, cart, raw, ev["event_position"])
-        ir_length = bank.room_ir(room, idx, sr).shape[1]
+        ir = bank.room_ir(room, idx, sr)
+        ir_length = ir.shape[1]
         full = x.shape[0] + ir_length - 1
         nfft = fft_length(full)
         spectra, power_h = bank.room_spectra(room, idx, sr, nfft)
@@ -741,7 +742,7 @@ class FoaSynthesizer:
         reference = None
         if with_reference:
             delay = None if delays is None else float(delays[idx])
-            start, end = self._reference_span(bank.room_ir(room, idx, sr)[0], delay)
+            start, end = self._reference_span(ir[0], delay)
             reference = np.zeros(n, dtype=np.float32)
             if stop > onset:
                 window = bank.window_spectrum(room, idx, sr, nfft, start, end)
