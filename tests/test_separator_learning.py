@@ -1,4 +1,5 @@
-"""Switches of ResUNet30 for short trainings: ``mask_init`` and ``class_freq_bias``."""
+"""Switches of ResUNet30 for short trainings: ``mask_init``, ``class_freq_bias`` and
+``class_frame_gate``."""
 import pytest
 import torch
 
@@ -119,6 +120,48 @@ def test_class_freq_bias_acts_on_its_class_and_bins_only():
     assert 0.9 < outside < 1.1
 
 
+def test_class_frame_gate_starts_as_the_model_without_it():
+    torch.manual_seed(6)
+    plain = ResUNet30(small_config(mask_init=0.3, class_freq_bias=True))
+    gated = ResUNet30(small_config(mask_init=0.3, class_freq_bias=True, class_frame_gate=True))
+    extra = set(gated.state_dict()) - set(plain.state_dict())
+    assert extra and all(key.startswith("frame_gate.") for key in extra)
+    gated.load_state_dict({**gated.state_dict(), **plain.state_dict()})
+    mixture = torch.randn(2, 4, 4096) * 1e-3
+    condition = query(2, [3, 5, 7])
+    plain.eval(), gated.eval()
+    assert torch.equal(plain(mixture, condition), gated(mixture, condition))
+
+
+def test_class_frame_gate_closes_its_class_in_its_frames_only():
+    """A gate logit of -30 for class 5 in the second half of the frames silences exactly that part
+    of the slot asking for class 5; the other slots are unchanged."""
+    torch.manual_seed(7)
+    model = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True)).eval()
+    mixture = torch.randn(1, 4, 8192) * 1e-3
+    condition = query(1, [3, 5, 7])
+    before = model(mixture, condition).detach()
+    frames = 8192 // 64 + 1
+    half = torch.zeros(18, frames)
+    half[5, frames // 2:] = -30.0
+    model.frame_logits = lambda spec: half[None].expand(spec.shape[0], -1, -1)
+    after = model(mixture, condition).detach()
+    assert torch.equal(after[:, 0], before[:, 0]) and torch.equal(after[:, 2], before[:, 2])
+    first, second = slice(0, 8192 // 2 - 256), slice(8192 // 2 + 256, None)
+    assert relative_error(after[0, 1, first], before[0, 1, first]) < 1e-6
+    assert after[0, 1, second].pow(2).sum() < 1e-6 * before[0, 1, second].pow(2).sum()
+
+
+def test_class_frame_gate_learns_and_needs_magnitude_masks():
+    torch.manual_seed(8)
+    model = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True))
+    est = model(torch.randn(2, 4, 4096) * 1e-3, query(2, [3, 5, 7]))
+    est.pow(2).sum().backward()
+    assert model.frame_gate.out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="class_frame_gate needs mag_phase"):
+        small_config(mask_type="complex", class_frame_gate=True)
+
+
 def synthetic_batch(seed, batch=4, length=8192):
     """Mixtures of two band-limited 'classes' (0: bins 5..15, 1: bins 35..50) in noise."""
     gen = torch.Generator().manual_seed(seed)
@@ -170,3 +213,35 @@ def test_class_freq_bias_learns_a_spectral_envelope_fast(loss_name):
     # (~1.1 dB per active slot), upstream +2.2 (worse than silence)
     assert fast < -0.5
     assert upstream > fast + 2.0
+
+
+def test_reference_frame_activity_marks_the_frames_of_each_class():
+    from s5lib.bin.train_separator import reference_frame_activity
+    refs = torch.zeros(1, 3, 64 * 40)
+    refs[0, 0, 64 * 10:64 * 20] = torch.randn(640)
+    refs[0, 1] = 1e-3 * torch.randn(64 * 40)          # quiet but active everywhere
+    onehot = torch.zeros(1, 3, 18)
+    onehot[0, 0, 4] = 1.0
+    onehot[0, 1, 9] = 1.0                              # slot 2 is silent
+    act = reference_frame_activity(refs, onehot, 128, 64)
+    assert act.shape == (1, 18, 41)
+    frames = act[0, 4].nonzero().flatten()
+    assert frames.min() >= 9 and frames.max() <= 21 and act[0, 4, 11:20].all()
+    assert act[0, 9].all()
+    others = [c for c in range(18) if c not in (4, 9)]
+    assert act[0, others].sum() == 0
+
+
+def test_frame_gate_loss_is_added_and_reaches_the_gate():
+    torch.manual_seed(9)
+    model = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True))
+    batch = synthetic_batch(0)
+    plain = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, None)
+    gated = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, None, frame_gate_weight=0.5)
+    base_loss, logs = plain(model, batch)
+    loss, logs = gated(model, batch)
+    # a fresh gate gives logits 0: BCE log 2 whatever the targets
+    assert abs(logs["frame_gate_bce"] - 0.6931) < 1e-3
+    assert torch.allclose(loss, base_loss + 0.5 * logs["frame_gate_bce"], atol=1e-5)
+    loss.backward()
+    assert model.frame_gate.out.weight.grad.abs().sum() > 0

@@ -36,12 +36,14 @@ validation metadata with the CPU synthesizer (cached in memory, ``valid_cache_mb
 switches of the ``train:`` section (``compile``, ``channels_last``, ``fused_optimizer``,
 ``persistent_workers``, ...) are described in :mod:`s5lib.train.trainer`.
 """
+import inspect
 import logging
 import os
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from s5lib import constants
 from s5lib.bin.common import (RecipeError, crop_batch, crop_mixit_batch, read_dataset_info,
@@ -76,6 +78,12 @@ DEFAULTS = {
     "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 800}
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "segment_seconds": None,  # train on random segments of this length (None: 10 s)
+    # weight of a frame-activity loss on the separator's frame gate (model.class_frame_gate):
+    # BCE of its per-class frame logits against the frames where a reference of the class holds
+    # energy (within frame_gate_floor_db of its loudest frame); 0: the gate learns from the
+    # separation loss alone
+    "frame_gate_weight": 0.0,
+    "frame_gate_floor_db": -30.0,
     # start the per-class frequency bias at the class-EQ gains fitted on this many training
     # items (0: off; needs model.class_freq_bias and mag_phase masks): the model starts as the
     # class-EQ anchor instead of "mask_init x channel 0"; a resumed run keeps its checkpoint
@@ -125,19 +133,49 @@ class _LabelQueriedStep:
         self.n_iter = refinement_depth(step, self.seed, self.refine_iterations)
 
 
-class SeparatorLossStep(_LabelQueriedStep):
-    """The training loss of one batch (a named loss step; the trainer stays one)."""
+def reference_frame_activity(references, slot_onehot, n_fft, hop, floor_db=-30.0):
+    """(B, 18, T) targets of a frame gate: 1 where a reference of the class (B, K, L) holds
+    energy within ``floor_db`` of its own loudest frame, over the frames of a centred STFT of
+    ``n_fft`` / ``hop`` (those of the separator's gate); ``slot_onehot`` (B, K, 18) gives each
+    reference's class (silent slots: zeros)."""
+    pad = n_fft // 2
+    power = F.pad(references.float().square(), (pad, pad))
+    energy = F.avg_pool1d(power, n_fft, hop)                               # (B, K, T)
+    active = energy > energy.amax(dim=-1, keepdim=True) * 10.0 ** (floor_db / 10.0)
+    active = active & (energy > 0)
+    per_class = torch.einsum("bkc,bkt->bct", slot_onehot.float(), active.float())
+    return per_class.clamp(max=1.0)
 
-    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
+
+class SeparatorLossStep(_LabelQueriedStep):
+    """The training loss of one batch (a named loss step; the trainer stays one).
+
+    ``frame_gate_weight`` > 0 adds that weight times the BCE of the separator's frame-gate logits
+    (``class_frame_gate``) against :func:`reference_frame_activity` of the cropped references.
+    """
+
+    def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0,
+                 frame_gate_weight=0.0, frame_gate_floor_db=-30.0):
         if kind in SINGLE_QUERY_KINDS and loss_name not in SINGLE_SOURCE_LOSSES:
             raise ValueError(f"the single-query {kind} needs a single-source loss "
                              f"({sorted(SINGLE_SOURCE_LOSSES)}), got {loss_name!r}")
         super().__init__(kind, segment_seconds, refine_iterations, seed)
         self.loss_name = loss_name
         self.loss_fn = get_loss(loss_name, **loss_kwargs)
+        self.gate_weight = float(frame_gate_weight)
+        self.gate_floor_db = float(frame_gate_floor_db)
 
     def __call__(self, model, batch):
         return self.loss(model, batch)
+
+    def gate_loss(self, model, logits, batch):
+        """BCE of the frame-gate ``logits`` (B, 18, T) against the cropped references' activity."""
+        cfg = getattr(model, "module", model).config
+        target = reference_frame_activity(batch["references"], batch["slot_onehot"], cfg.n_fft,
+                                          cfg.hop_length, self.gate_floor_db)
+        frames = min(target.shape[-1], logits.shape[-1])
+        return F.binary_cross_entropy_with_logits(logits[..., :frames].float(),
+                                                  target[..., :frames])
 
     def loss(self, model, batch):
         batch = crop_batch(batch, self.segment_seconds, constants.SAMPLE_RATE)
@@ -151,12 +189,22 @@ class SeparatorLossStep(_LabelQueriedStep):
                         {"skipped": 1.0})
             rows = torch.arange(mixture.shape[0], device=mixture.device)[keep]
             slot = pick_query_slot(active, batch["index"])[keep]
+            logs = {"n_iter": float(self.n_iter)} if extra else {}
+            if self.gate_weight > 0:
+                est, logits = model(mixture[rows], batch["slot_onehot"][rows, slot],
+                                    return_frame_logits=True, **extra)
+                gate = self.gate_loss(model, logits, {key: batch[key][rows] for key in
+                                                      ("references", "slot_onehot")})
+                loss = loss_fn(est[:, 0], refs[rows, slot]).mean() + self.gate_weight * gate
+                return loss, {**logs, "frame_gate_bce": float(gate.detach())}
             est = model(mixture[rows], batch["slot_onehot"][rows, slot], **extra)[:, 0]
             loss = loss_fn(est, refs[rows, slot])
-            logs = {"n_iter": float(self.n_iter)} if extra else {}
             return loss.mean(), logs
         query = batch["slot_onehot"].flatten(1)
-        est = model(mixture, query)
+        if self.gate_weight > 0:
+            est, logits = model(mixture, query, return_frame_logits=True)
+        else:
+            est = model(mixture, query)
         if loss_name == "masked_multislot_neg_snr":
             loss = loss_fn(est, refs, active)
         elif loss_name == "class_aware_pit_neg_snr":
@@ -166,11 +214,16 @@ class SeparatorLossStep(_LabelQueriedStep):
             loss = (per_slot * active).sum(1) / active.sum(1).clamp(min=1)
         else:
             raise ValueError(f"loss {loss_name!r} does not fit label-queried training")
+        if self.gate_weight > 0:
+            gate = self.gate_loss(model, logits, batch)
+            return loss.mean() + self.gate_weight * gate, {"frame_gate_bce": float(gate.detach())}
         return loss.mean(), {}
 
 
-def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0):
-    return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed)
+def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0,
+                   frame_gate_weight=0.0, frame_gate_floor_db=-30.0):
+    return SeparatorLossStep(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations, seed,
+                             frame_gate_weight, frame_gate_floor_db)
 
 
 class SeparatorMixITStep(_LabelQueriedStep):
@@ -493,6 +546,15 @@ def main(argv=None):
     if step not in TRAINING_STEPS:
         raise RecipeError(f"train_separator: model {model.kind} trains by {step!r}, unknown here "
                           f"(known: {TRAINING_STEPS})")
+    gate_weight = float(cfg["frame_gate_weight"])
+    if gate_weight < 0:
+        raise RecipeError(f"train_separator: frame_gate_weight must be >= 0, got {gate_weight}")
+    if gate_weight > 0 and (mixit or step != "label_queried"
+                            or getattr(model, "frame_gate", None) is None
+                            or "return_frame_logits" not in inspect.signature(model.forward).parameters):
+        raise RecipeError(f"train_separator: frame_gate_weight needs a supervised separator with "
+                          f"model.class_frame_gate: true (ResUNet(K), ResUNeXt(K)); {model.kind} "
+                          f"{'has none' if getattr(model, 'frame_gate', None) is None else 'cannot return its logits'}")
     try:
         if mixit and step != "label_queried":
             raise RecipeError(f"train_separator: training_mode mixit is for label-queried "
@@ -517,7 +579,8 @@ def main(argv=None):
             loss_step = make_loss_step(
                 model.kind, cfg["loss"], cfg["loss_kwargs"], cfg["segment_seconds"],
                 refine_iterations=getattr(getattr(model, "guidance", None), "refine_iterations", 1),
-                seed=cfg["train"].get("seed", 0))
+                seed=cfg["train"].get("seed", 0), frame_gate_weight=gate_weight,
+                frame_gate_floor_db=cfg["frame_gate_floor_db"])
             valid_fn = make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"])
     except ValueError as err:
         raise RecipeError(f"train_separator: {err}") from None

@@ -207,7 +207,7 @@ class AudioSepSED(ResUNet30):
                              "(refine_iterations 1): only one step")
         spec, features = self.base.analyse(mixture)
         film = self.film(self.condition_embedding(condition))
-        map_bias = self.mask_bias(condition)
+        map_bias = self.mask_bias(condition, self.frame_logits(spec))
         extra_film, hidden = self.sed_guidance(mixture, condition)
         bottleneck_fn = self.bottleneck_function(hidden)
         activity = self.slot_activity(condition)[:, :, None] if cfg.zero_silent_slots else None

@@ -317,6 +317,9 @@ def separator_config_from_weights(weights, source):
            "bottleneck_channels": bottleneck, "condition_size": condition_size}
     if "mask_prior.weight" in weights:  # the per-class frequency bias switch
         cfg["class_freq_bias"] = True
+    if "frame_gate.out.weight" in weights:  # the per-class frame gate switch
+        cfg["class_frame_gate"] = True
+        cfg["frame_gate_channels"] = int(weights["frame_gate.conv1.weight"].shape[0])
     if maps == 3:
         cfg["mask_type"] = "mag_phase"
     elif in_features == 2 * input_channels:

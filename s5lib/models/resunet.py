@@ -43,6 +43,12 @@ Switches for short trainings (both off by default; off, the ``state_dict`` is up
   (channel, mask map, frequency bin) added to that slot's mask maps (zero at start). A
   convolutional U-Net is (nearly) shift-equivariant along frequency, so a class's spectral
   envelope is slow for it to learn; this term learns it in a few updates.
+* ``class_frame_gate``: ``frame_gate``, a small 1-D convolutional detector on channel 0's log
+  power spectrum (BatchNorm over bins, two time convolutions of ``frame_gate_channels`` with
+  ReLU, a 1x1 convolution to one logit per class and frame). Each slot's label part selects its
+  classes' logits, and the result is added to that slot's magnitude-mask maps at every bin of
+  the frame: a per-frame gain that can close the mask where the queried class is silent. Its last
+  layer starts at zero, so a fresh model is unchanged. Only for ``mag_phase`` masks.
 
 As upstream, the U-Net never sees the Nyquist bin: its mask maps are zero-padded, so that bin is
 always zero in the output (mag_phase: a zero phasor; ratio masks: a zero mask).
@@ -100,6 +106,8 @@ class ResUNetConfig:
     # Switches for short (CPU) trainings; the defaults are upstream's (same state_dict layout).
     mask_init: Optional[float] = None  # g in (0, 1): start as "g x mixture, mixture phase"
     class_freq_bias: bool = False      # label-conditioned per-(map, bin) bias of the mask maps
+    class_frame_gate: bool = False     # label-conditioned per-frame gain of the magnitude masks
+    frame_gate_channels: int = 64      # width of the frame-gate detector
     # U-Net input channels given besides the mixture features (CP-JKU's refinement feedback);
     # their pre_conv kernel starts at zero, so a fresh model ignores them
     extra_input_channels: int = 0
@@ -137,6 +145,10 @@ class ResUNetConfig:
             if self.ratio_mask_bound is not None and self.mask_init >= self.ratio_mask_bound:
                 raise ValueError(f"mask_init {self.mask_init} must be below ratio_mask_bound "
                                  f"{self.ratio_mask_bound}")
+        if self.class_frame_gate and self.mask_type != "mag_phase":
+            raise ValueError(f"class_frame_gate needs mag_phase masks, not {self.mask_type!r}")
+        if int(self.frame_gate_channels) < 1:
+            raise ValueError(f"frame_gate_channels must be >= 1, got {self.frame_gate_channels}")
 
     @property
     def encoder_widths(self):
@@ -403,7 +415,7 @@ class MaskingUNetBase(nn.Module):
     def separate(self, spec, features, film, length, extra_film=None, map_bias=None,
                  extra_channels=None, bottleneck_fn=None):
         """One U-Net pass from an analysed mixture (:meth:`analyse`) to waveforms (B, S, O, length);
-        ``map_bias``: an optional (B, S*M*K, 1, F-1) bias added to the mask maps below the Nyquist
+        ``map_bias``: an optional (B, S*M*K, 1 or T, F-1) bias added to the mask maps below the Nyquist
         bin; ``extra_channels``, ``bottleneck_fn``: see :meth:`unet`."""
         maps = self.unet(features, film, extra_film, extra_channels, bottleneck_fn)
         if map_bias is not None:
@@ -464,6 +476,27 @@ class ResUNet30Base(MaskingUNetBase):
         return self.unet_output(x, features.shape[2])
 
 
+class FrameGate(nn.Module):
+    """Per-class frame logits from channel 0's spectrum (``class_frame_gate``, see the module doc):
+    ``forward(spec0) -> (B, n_classes, T)`` for a complex STFT ``spec0`` (B, T, F)."""
+
+    def __init__(self, bins, n_classes, channels, momentum):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(bins, momentum=momentum)
+        self.conv1 = nn.Conv1d(bins, channels, 5, padding=2)
+        self.conv2 = nn.Conv1d(channels, channels, 5, padding=4, dilation=2)
+        self.out = nn.Conv1d(channels, n_classes, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, spec0):
+        power = spec0.real.float().square() + spec0.imag.float().square()
+        x = self.bn(torch.log(power + MAGNITUDE_FLOOR).transpose(1, 2))    # (B, F, T)
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.out(x)
+
+
 class FiLM(nn.Module):
     """One ``Linear(condition_size, width)`` per conditioned BatchNorm, under '->'-joined names."""
 
@@ -509,6 +542,11 @@ class ResUNet30(nn.Module):
             nn.init.zeros_(self.mask_prior.bias)
         else:
             self.mask_prior = None
+        if config.class_frame_gate:
+            self.frame_gate = FrameGate(config.n_fft // 2 + 1, config.slot_label_len,
+                                        int(config.frame_gate_channels), config.momentum)
+        else:
+            self.frame_gate = None
         if config.channels_last:
             self.base.to(memory_format=torch.channels_last)   # 4-d conv weights only
 
@@ -548,13 +586,32 @@ class ResUNet30(nn.Module):
             return condition
         return self.label_embedding(condition)
 
-    def mask_bias(self, condition):
-        """The ``class_freq_bias`` term (B, S*M*K, 1, n_fft//2) from each slot's label part, or None."""
-        if self.mask_prior is None:
-            return None
-        parts = condition.reshape(condition.shape[0], self.config.num_slots, -1)
-        bias = self.mask_prior(parts)                         # (B, S, M*K*F')
-        return bias.reshape(condition.shape[0], -1, 1, self.config.n_fft // 2)
+    def frame_logits(self, spec):
+        """The frame gate's per-class logits (B, classes, T) of a mixture STFT (B, C, T, F), or
+        None without ``class_frame_gate``."""
+        return None if self.frame_gate is None else self.frame_gate(spec[:, 0])
+
+    def mask_bias(self, condition, frame_logits=None):
+        """The bias of the mask maps below the Nyquist bin from each slot's label part, or None:
+        the ``class_freq_bias`` term (B, S*K*M, 1, n_fft//2) plus, with ``class_frame_gate``, each
+        slot's classes' ``frame_logits`` (B, classes, T) on its magnitude maps (B, S*K*M, T,
+        n_fft//2)."""
+        cfg = self.config
+        batch, bins = condition.shape[0], cfg.n_fft // 2
+        parts = condition.reshape(batch, cfg.num_slots, -1)
+        bias = None
+        if self.mask_prior is not None:
+            bias = self.mask_prior(parts).reshape(batch, -1, 1, bins)    # (B, S*K*M, 1, F')
+        if self.frame_gate is None:
+            return bias
+        if frame_logits is None:
+            raise ValueError("class_frame_gate: mask_bias needs the frame gate's logits")
+        gate = torch.einsum("bsc,bct->bst", parts.to(frame_logits.dtype), frame_logits)
+        frames = gate.shape[-1]
+        maps = gate.new_zeros(batch, cfg.num_slots, self.base.mask_channels, cfg.mask_maps, frames)
+        maps[:, :, :, 0] = gate[:, :, None]                                # magnitude maps only
+        maps = maps.reshape(batch, -1, frames, 1)
+        return maps.expand(-1, -1, -1, bins) if bias is None else maps + bias
 
     def slot_activity(self, condition):
         """(B, num_slots) 1.0 where that slot's part of the condition is non-zero, else 0.0."""
@@ -571,7 +628,8 @@ class ResUNet30(nn.Module):
         if condition.dim() != 2 or condition.shape[1] != cfg.label_len:
             raise ValueError(f"condition must be (batch, {cfg.label_len}), got {tuple(condition.shape)}")
 
-    def forward(self, mixture, condition, extra_film: Optional[Dict[str, torch.Tensor]] = None):
+    def forward(self, mixture, condition, extra_film: Optional[Dict[str, torch.Tensor]] = None,
+                return_frame_logits: bool = False):
         """Separate the queried sources.
 
         Args:
@@ -581,6 +639,8 @@ class ResUNet30(nn.Module):
             extra_film: optional extra additive biases, keyed by FiLM name (see
                 :meth:`film_names`), each (B, width, 1, 1), (B, width, T', 1) or (B, width, T');
                 a time axis T' is resampled to the block's number of frames (Time-FiLM).
+            return_frame_logits: also return the frame gate's per-class logits (B, classes,
+                STFT frames) (``class_frame_gate``; a training loss may supervise them).
         Returns:
             (B, num_slots, samples) when output_channels == 1, else (B, num_slots, output_channels,
             samples); slots with an all-zero label give zeros (``zero_silent_slots``).
@@ -588,11 +648,18 @@ class ResUNet30(nn.Module):
         cfg = self.config
         self.check_inputs(mixture, condition)
         film = self.film(self.condition_embedding(condition))
-        waveforms = self.base(mixture, film, extra_film, self.mask_bias(condition))
+        spec, features = self.base.analyse(mixture)
+        logits = self.frame_logits(spec)
+        waveforms = self.base.separate(spec, features, film, mixture.shape[-1], extra_film,
+                                       self.mask_bias(condition, logits))
         if cfg.zero_silent_slots and cfg.use_label_embedding:
             waveforms = waveforms * self.slot_activity(condition)[:, :, None, None]
         if cfg.output_channels == 1:
             waveforms = waveforms[:, :, 0]
+        if return_frame_logits:
+            if logits is None:
+                raise ValueError("return_frame_logits needs model.class_frame_gate: true")
+            return waveforms, logits
         return waveforms
 
 
