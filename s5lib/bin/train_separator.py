@@ -168,14 +168,24 @@ class SeparatorLossStep(_LabelQueriedStep):
     def __call__(self, model, batch):
         return self.loss(model, batch)
 
-    def gate_loss(self, model, logits, batch):
-        """BCE of the frame-gate ``logits`` (B, 18, T) against the cropped references' activity."""
+    def separate(self, model, mixture, query, **extra):
+        """The model's estimates, and its frame-gate logits when the gate loss is on (else None)."""
+        if self.gate_weight > 0:
+            return model(mixture, query, return_frame_logits=True, **extra)
+        return model(mixture, query, **extra), None
+
+    def add_gate_loss(self, loss, logs, model, logits, references, slot_onehot):
+        """``loss`` plus the weighted BCE of the frame-gate ``logits`` (B, 18, T) against the
+        activity of the cropped ``references`` (a no-op without the gate loss)."""
+        if logits is None:
+            return loss, logs
         cfg = getattr(model, "module", model).config
-        target = reference_frame_activity(batch["references"], batch["slot_onehot"], cfg.n_fft,
-                                          cfg.hop_length, self.gate_floor_db)
+        target = reference_frame_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,
+                                          self.gate_floor_db)
         frames = min(target.shape[-1], logits.shape[-1])
-        return F.binary_cross_entropy_with_logits(logits[..., :frames].float(),
+        gate = F.binary_cross_entropy_with_logits(logits[..., :frames].float(),
                                                   target[..., :frames])
+        return loss + self.gate_weight * gate, {**logs, "frame_gate_bce": float(gate.detach())}
 
     def loss(self, model, batch):
         batch = crop_batch(batch, self.segment_seconds, constants.SAMPLE_RATE)
@@ -190,21 +200,12 @@ class SeparatorLossStep(_LabelQueriedStep):
             rows = torch.arange(mixture.shape[0], device=mixture.device)[keep]
             slot = pick_query_slot(active, batch["index"])[keep]
             logs = {"n_iter": float(self.n_iter)} if extra else {}
-            if self.gate_weight > 0:
-                est, logits = model(mixture[rows], batch["slot_onehot"][rows, slot],
-                                    return_frame_logits=True, **extra)
-                gate = self.gate_loss(model, logits, {key: batch[key][rows] for key in
-                                                      ("references", "slot_onehot")})
-                loss = loss_fn(est[:, 0], refs[rows, slot]).mean() + self.gate_weight * gate
-                return loss, {**logs, "frame_gate_bce": float(gate.detach())}
-            est = model(mixture[rows], batch["slot_onehot"][rows, slot], **extra)[:, 0]
-            loss = loss_fn(est, refs[rows, slot])
-            return loss.mean(), logs
-        query = batch["slot_onehot"].flatten(1)
-        if self.gate_weight > 0:
-            est, logits = model(mixture, query, return_frame_logits=True)
-        else:
-            est = model(mixture, query)
+            est, logits = self.separate(model, mixture[rows], batch["slot_onehot"][rows, slot],
+                                        **extra)
+            loss = loss_fn(est[:, 0], refs[rows, slot]).mean()
+            return self.add_gate_loss(loss, logs, model, logits, refs[rows],
+                                      batch["slot_onehot"][rows])
+        est, logits = self.separate(model, mixture, batch["slot_onehot"].flatten(1))
         if loss_name == "masked_multislot_neg_snr":
             loss = loss_fn(est, refs, active)
         elif loss_name == "class_aware_pit_neg_snr":
@@ -214,10 +215,7 @@ class SeparatorLossStep(_LabelQueriedStep):
             loss = (per_slot * active).sum(1) / active.sum(1).clamp(min=1)
         else:
             raise ValueError(f"loss {loss_name!r} does not fit label-queried training")
-        if self.gate_weight > 0:
-            gate = self.gate_loss(model, logits, batch)
-            return loss.mean() + self.gate_weight * gate, {"frame_gate_bce": float(gate.detach())}
-        return loss.mean(), {}
+        return self.add_gate_loss(loss.mean(), {}, model, logits, refs, batch["slot_onehot"])
 
 
 def make_loss_step(kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0,
@@ -549,12 +547,12 @@ def main(argv=None):
     gate_weight = float(cfg["frame_gate_weight"])
     if gate_weight < 0:
         raise RecipeError(f"train_separator: frame_gate_weight must be >= 0, got {gate_weight}")
-    if gate_weight > 0 and (mixit or step != "label_queried"
-                            or getattr(model, "frame_gate", None) is None
-                            or "return_frame_logits" not in inspect.signature(model.forward).parameters):
+    gate_ok = (getattr(model, "frame_gate", None) is not None
+               and "return_frame_logits" in inspect.signature(model.forward).parameters)
+    if gate_weight > 0 and (mixit or step != "label_queried" or not gate_ok):
         raise RecipeError(f"train_separator: frame_gate_weight needs a supervised separator with "
-                          f"model.class_frame_gate: true (ResUNet(K), ResUNeXt(K)); {model.kind} "
-                          f"{'has none' if getattr(model, 'frame_gate', None) is None else 'cannot return its logits'}")
+                          f"model.class_frame_gate: true (ResUNet(K), ResUNeXt(K)), not "
+                          f"{model.kind} (training_mode {cfg['training_mode']})")
     try:
         if mixit and step != "label_queried":
             raise RecipeError(f"train_separator: training_mode mixit is for label-queried "
