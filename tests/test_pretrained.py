@@ -114,11 +114,12 @@ def test_plain_state_dict_and_wrong_files(official_dir, tmp_path):
     small = build_separator({"type": "resunet", "channels": [4, 4, 8, 8, 8, 8],
                              "bottleneck_channels": 8, "condition_size": 16, "n_fft": 256,
                              "class_freq_bias": True, "class_frame_gate": True,
-                             "frame_gate_channels": 12})
+                             "frame_gate_channels": 12, "frame_gate_layers": 3})
     torch.save(small.state_dict(), tmp_path / "small.pt")
     model, cfg, _ = load_model_file(str(tmp_path / "small.pt"), "separator")
     assert model.kind == "resunet" and cfg["class_freq_bias"] and cfg["channels"] == [4, 4, 8, 8, 8, 8]
     assert cfg["class_frame_gate"] and cfg["frame_gate_channels"] == 12
+    assert cfg["frame_gate_layers"] == 3
     # a config that does not fit the weights: strict loading says so
     with pytest.raises(CheckpointError, match="(?s)resunetk_plain.pt.*shape mismatches"):
         load_model_file(str(plain), "separator", {"type": "resunetk", "condition_size": 256})

@@ -162,6 +162,24 @@ def test_class_frame_gate_learns_and_needs_magnitude_masks():
         small_config(mask_type="complex", class_frame_gate=True)
 
 
+@pytest.mark.parametrize("layers", [1, 2, 4])
+def test_frame_gate_sees_exactly_its_dilated_context(layers):
+    """L layers of kernel 5 dilated 1, 2, 4, ...: a change of one input frame moves the logits of
+    the frames within 2 (2^L - 1) of it and of no other frame."""
+    from s5lib.models.resunet import FrameGate
+    torch.manual_seed(9)
+    gate = FrameGate(33, 18, 8, 0.1, layers).eval()
+    torch.nn.init.normal_(gate.out.weight)
+    spec = torch.complex(torch.randn(1, 200, 33), torch.randn(1, 200, 33))
+    changed = spec.clone()
+    changed[0, 100] *= 10.0
+    moved = (gate(changed) - gate(spec)).detach().abs().amax(dim=(0, 1)) > 0
+    reach = 2 * (2 ** layers - 1)
+    assert moved.nonzero().flatten().tolist() == list(range(100 - reach, 100 + reach + 1))
+    with pytest.raises(ValueError, match="frame_gate_layers must be >= 1"):
+        small_config(class_frame_gate=True, frame_gate_layers=0)
+
+
 def synthetic_batch(seed, batch=4, length=8192):
     """Mixtures of two band-limited 'classes' (0: bins 5..15, 1: bins 35..50) in noise."""
     gen = torch.Generator().manual_seed(seed)

@@ -41,6 +41,7 @@ Tagger::
 """
 import copy
 import os
+import re
 
 import yaml
 
@@ -320,6 +321,8 @@ def separator_config_from_weights(weights, source):
     if "frame_gate.out.weight" in weights:  # the per-class frame gate switch
         cfg["class_frame_gate"] = True
         cfg["frame_gate_channels"] = int(weights["frame_gate.conv1.weight"].shape[0])
+        cfg["frame_gate_layers"] = sum(1 for key in weights
+                                       if re.fullmatch(r"frame_gate\.conv\d+\.weight", key))
     if maps == 3:
         cfg["mask_type"] = "mag_phase"
     elif in_features == 2 * input_channels:

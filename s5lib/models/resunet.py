@@ -44,8 +44,9 @@ Switches for short trainings (both off by default; off, the ``state_dict`` is up
   convolutional U-Net is (nearly) shift-equivariant along frequency, so a class's spectral
   envelope is slow for it to learn; this term learns it in a few updates.
 * ``class_frame_gate``: ``frame_gate``, a small 1-D convolutional detector on channel 0's log
-  power spectrum (BatchNorm over bins, two time convolutions of ``frame_gate_channels`` with
-  ReLU, a 1x1 convolution to one logit per class and frame). Each slot's label part selects its
+  power spectrum (BatchNorm over bins, ``frame_gate_layers`` time convolutions of kernel 5 and
+  ``frame_gate_channels`` with ReLU, dilated 1, 2, 4, ... so that L layers see 1 + 4 (2^L - 1)
+  frames, then a 1x1 convolution to one logit per class and frame). Each slot's label part selects its
   classes' logits, and the result is added to that slot's magnitude-mask maps at every bin of
   the frame: a per-frame gain that can close the mask where the queried class is silent. Its last
   layer starts at zero, so a fresh model is unchanged. Only for ``mag_phase`` masks.
@@ -108,6 +109,7 @@ class ResUNetConfig:
     class_freq_bias: bool = False      # label-conditioned per-(map, bin) bias of the mask maps
     class_frame_gate: bool = False     # label-conditioned per-frame gain of the magnitude masks
     frame_gate_channels: int = 64      # width of the frame-gate detector
+    frame_gate_layers: int = 2         # its dilated time convolutions (2: 13 frames of context)
     # U-Net input channels given besides the mixture features (CP-JKU's refinement feedback);
     # their pre_conv kernel starts at zero, so a fresh model ignores them
     extra_input_channels: int = 0
@@ -149,6 +151,8 @@ class ResUNetConfig:
             raise ValueError(f"class_frame_gate needs mag_phase masks, not {self.mask_type!r}")
         if int(self.frame_gate_channels) < 1:
             raise ValueError(f"frame_gate_channels must be >= 1, got {self.frame_gate_channels}")
+        if int(self.frame_gate_layers) < 1:
+            raise ValueError(f"frame_gate_layers must be >= 1, got {self.frame_gate_layers}")
 
     @property
     def encoder_widths(self):
@@ -480,11 +484,15 @@ class FrameGate(nn.Module):
     """Per-class frame logits from channel 0's spectrum (``class_frame_gate``, see the module doc):
     ``forward(spec0) -> (B, n_classes, T)`` for a complex STFT ``spec0`` (B, T, F)."""
 
-    def __init__(self, bins, n_classes, channels, momentum):
+    def __init__(self, bins, n_classes, channels, momentum, layers=2):
         super().__init__()
         self.bn = nn.BatchNorm1d(bins, momentum=momentum)
-        self.conv1 = nn.Conv1d(bins, channels, 5, padding=2)
-        self.conv2 = nn.Conv1d(channels, channels, 5, padding=4, dilation=2)
+        self.layers = int(layers)
+        for index in range(self.layers):   # conv1, conv2, ...: dilation 1, 2, 4, ...
+            dilation = 2 ** index
+            self.add_module(f"conv{index + 1}", nn.Conv1d(bins if index == 0 else channels,
+                                                          channels, 5, padding=2 * dilation,
+                                                          dilation=dilation))
         self.out = nn.Conv1d(channels, n_classes, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -492,8 +500,8 @@ class FrameGate(nn.Module):
     def forward(self, spec0):
         power = spec0.real.float().square() + spec0.imag.float().square()
         x = self.bn(torch.log(power + MAGNITUDE_FLOOR).transpose(1, 2))    # (B, F, T)
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
+        for index in range(self.layers):
+            x = F.relu(getattr(self, f"conv{index + 1}")(x))
         return self.out(x)
 
 
@@ -544,7 +552,8 @@ class ResUNet30(nn.Module):
             self.mask_prior = None
         if config.class_frame_gate:
             self.frame_gate = FrameGate(config.n_fft // 2 + 1, config.slot_label_len,
-                                        int(config.frame_gate_channels), config.momentum)
+                                        int(config.frame_gate_channels), config.momentum,
+                                        int(config.frame_gate_layers))
         else:
             self.frame_gate = None
         if config.channels_last:
