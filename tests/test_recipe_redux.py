@@ -36,7 +36,7 @@ def redux_recipe(tmp_path):
                                                **SHORT_TRAINING})
     shrink(conf / "separator.yaml", {"epoch_size": 4, "train.valid_every_steps": None,
                                      "train.warmup_steps": 0})
-    shrink(tmp_path / "egs" / "baseline" / "conf" / "separator.yaml",
+    shrink(tmp_path / "egs" / "baseline" / "conf" / "separator_plain.yaml",
            {"model.channels": [4, 4, 8, 8, 8, 8], "model.bottleneck_channels": 8,
             "model.condition_size": 16, "segment_seconds": 1, **SHORT_TRAINING})
     return recipe
