@@ -46,10 +46,11 @@ Switches for short trainings (both off by default; off, the ``state_dict`` is up
 * ``class_frame_gate``: ``frame_gate``, a small 1-D convolutional detector on channel 0's log
   power spectrum (BatchNorm over bins, ``frame_gate_layers`` time convolutions of kernel 5 and
   ``frame_gate_channels`` with ReLU, dilated 1, 2, 4, ... so that L layers see 1 + 4 (2^L - 1)
-  frames, then a 1x1 convolution to one logit per class and frame). Each slot's label part selects its
-  classes' logits, and the result is added to that slot's magnitude-mask maps at every bin of
-  the frame: a per-frame gain that can close the mask where the queried class is silent. Its last
-  layer starts at zero, so a fresh model is unchanged. Only for ``mag_phase`` masks.
+  frames, then a 1x1 convolution to one logit per class and frame). Each slot's label part
+  selects its classes' logits, and the result is added to that slot's magnitude-mask maps at
+  every bin of the frame: a per-frame gain that can close the mask where the queried class is
+  silent. Its last layer starts at zero, so a fresh model is unchanged. Only for ``mag_phase``
+  masks.
 
 As upstream, the U-Net never sees the Nyquist bin: its mask maps are zero-padded, so that bin is
 always zero in the output (mag_phase: a zero phasor; ratio masks: a zero mask).
@@ -426,11 +427,6 @@ class MaskingUNetBase(nn.Module):
             maps = maps + F.pad(map_bias, (0, 1)).to(maps.dtype)
         real, imag = self.apply_masks(maps, spec)
         return self.synthesise(real, imag, length)
-
-    def forward(self, mixture, film, extra_film=None, map_bias=None):
-        """mixture (B, C, L) and FiLM biases -> waveforms (B, S, O, L) (see :meth:`separate`)."""
-        spec, features = self.analyse(mixture)
-        return self.separate(spec, features, film, mixture.shape[-1], extra_film, map_bias)
 
 
 class ResUNet30Base(MaskingUNetBase):
