@@ -431,3 +431,80 @@ def test_budget_picks_the_configs_and_names_the_dirs(recipe):
     assert (recipe / "exp" / "tagger_small_2026" / "ran.txt").exists()
     result = run(["./run.sh", "--budget", "huge"], recipe, check_rc=1)
     assert "--budget must be quick, small or full" in result.stderr
+
+
+# stage 2 of this pair only finishes once stage 3 has started (it waits for stage 3's mark), so
+# it can only succeed when the two run at the same time
+WAITING_STAGE2 = """#!/usr/bin/env bash
+set -euo pipefail
+echo "stage 2 threads=${OMP_NUM_THREADS:-unset}" > "$stage_dir/ran.txt"
+for _ in $(seq 100); do
+  [ -f "$exp_dir/stage3.started" ] && { echo "stage 2 saw stage 3"; exit 0; }
+  sleep 0.1
+done
+echo "stage 3 never started while stage 2 ran" >&2
+exit 4
+"""
+MARKING_STAGE3 = """#!/usr/bin/env bash
+set -euo pipefail
+echo "stage 3 threads=${OMP_NUM_THREADS:-unset}" > "$stage_dir/ran.txt"
+touch "$exp_dir/stage3.started"
+"""
+
+
+def stage_env(**extra):
+    env = clean_env()
+    env.pop("OMP_NUM_THREADS", None)
+    env.update(extra)
+    return env
+
+
+def test_train_side_by_side_runs_stages_2_and_3_at_once(recipe):
+    write_script(recipe / "local" / "stage2.sh", WAITING_STAGE2)
+    write_script(recipe / "local" / "stage3.sh", MARKING_STAGE3)
+    options = ["./run.sh", "--stage", "2", "--stop_stage", "3"]
+    result = run(options + ["--train_side_by_side", "true"], recipe, env=stage_env(), check_rc=0)
+    assert "Stages 2 and 3 run side by side" in result.stderr
+    assert "stage 2 saw stage 3" in (recipe / "exp" / "tagger" / "logs" / "stage2.log").read_text()
+    assert "stage 2 saw stage 3" not in result.stdout  # stage 2 prints to its log only
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    for kind in ("tagger", "separator"):
+        assert f"threads={threads}" in (recipe / "exp" / kind / "ran.txt").read_text()
+    assert (recipe / "exp" / "tagger" / ".stage2.done").is_file()
+    assert (recipe / "exp" / "separator" / ".stage3.done").is_file()
+    # a thread count chosen by the caller is kept
+    result = run(options + ["--train_side_by_side", "true", "--force", "true"], recipe,
+                 env=stage_env(OMP_NUM_THREADS="3"), check_rc=0)
+    assert "threads=3" in (recipe / "exp" / "tagger" / "ran.txt").read_text()
+    # one after the other (false; auto, because this recipe has its own stage 3) stage 2 waits
+    # in vain for stage 3 and fails, and stage 3 does not run
+    for choice in ("false", "auto"):
+        (recipe / "exp" / "stage3.started").unlink(missing_ok=True)
+        result = run(options + ["--train_side_by_side", choice, "--force", "true"], recipe,
+                     env=stage_env())
+        assert result.returncode != 0 and "Stage 2 failed" in result.stderr
+        assert "side by side" not in result.stderr
+        assert not (recipe / "exp" / "stage3.started").exists()
+    result = run(options + ["--train_side_by_side", "maybe"], recipe, env=stage_env(), check_rc=1)
+    assert "--train_side_by_side must be auto, true or false" in result.stderr
+
+
+def test_train_side_by_side_failures_stop_the_run(recipe):
+    write_script(recipe / "local" / "stage2.sh", "#!/usr/bin/env bash\necho broken >&2\nexit 3\n")
+    write_script(recipe / "local" / "stage3.sh", MARKING_STAGE3)
+    write_script(recipe / "local" / "stage4.sh", LOCAL_STAGE.format(n=4))
+    options = ["./run.sh", "--stage", "2", "--stop_stage", "4", "--train_side_by_side", "true"]
+    result = run(options, recipe, env=stage_env())
+    assert result.returncode != 0
+    assert "Stage 2 failed; see exp/tagger/logs/stage2.log" in result.stderr
+    assert (recipe / "exp" / "separator" / ".stage3.done").is_file()  # stage 3's work is kept
+    assert not (recipe / "exp" / "tagger" / ".stage2.done").exists()
+    assert not (recipe / "exp" / "separator" / "decode_test").exists()  # stage 4 did not run
+    # stage 3 failing stops stage 2 (it would wait 10 s for a mark that never comes)
+    write_script(recipe / "local" / "stage2.sh", WAITING_STAGE2)
+    write_script(recipe / "local" / "stage3.sh", "#!/usr/bin/env bash\nexit 5\n")
+    (recipe / "exp" / "stage3.started").unlink()
+    result = run(options + ["--force", "true"], recipe, env=stage_env())
+    assert result.returncode != 0 and "Stage 3 failed" in result.stderr
+    assert not (recipe / "exp" / "tagger" / ".stage2.done").exists()
+    assert "stage 3 never started" not in (recipe / "exp" / "tagger" / "logs" / "stage2.log").read_text()

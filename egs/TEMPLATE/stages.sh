@@ -35,6 +35,9 @@ tag=""                 # name of the stage 2-5 experiment dirs instead of the co
 tagger_tag=""          # name of the tagger dir alone (default: --tag): separators sharing one tagger
 force=false            # re-run stages even when their .stageN.done marker matches
 cmd_backend=${cmd_backend:-local}  # job backend: local or slurm (see cmd.sh)
+train_side_by_side=auto  # stages 2 and 3 at the same time when both run: auto = when stage 3 is
+                         # the shared steps/stage3.sh (it never reads the tagger) and the two
+                         # jobs would not share this machine's GPUs
 budget=quick          # training budget: quick (tiny models, minutes on a CPU), small (~15 min
                       # of training per model on 2 CPU cores), full (the reports' settings, GPUs)
 data_config=conf/prep_data.yaml
@@ -74,6 +77,9 @@ Options (default):
                          separator variants (--tag) that share one tagger
   --force true|false     re-run finished stages ($force)
   --cmd_backend NAME     job backend, local or slurm ($cmd_backend)
+  --train_side_by_side auto|true|false  train the tagger (stage 2) and the separator (stage 3)
+                         at the same time, each on half the CPU threads ($train_side_by_side; auto:
+                         when stage 3 does not read the tagger and no local GPUs are shared)
   --data_config FILE     stage 1 config ($data_config)
   --budget NAME          quick | small | full: picks conf/[<budget>/]{tagger,separator}.yaml ($budget)
   --tagger_config FILE   stage 2 config (default: from --budget)
@@ -108,6 +114,10 @@ for name in stage stop_stage ngpu num_nodes nj seed data_seed; do
   [[ "${!name}" =~ ^[0-9]+$ ]] || die "--$name must be a non-negative integer, got '${!name}'"
 done
 [ "$year" = 2025 ] || [ "$year" = 2026 ] || die "--year must be 2025 or 2026, got '$year'"
+case "$train_side_by_side" in
+  auto|true|false) ;;
+  *) die "--train_side_by_side must be auto, true or false, got '$train_side_by_side'" ;;
+esac
 
 case "$budget" in
   quick) budget_dir=conf ;;
@@ -291,12 +301,46 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   fi
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2"
+side_by_side=false  # stages 2 and 3 at once (--train_side_by_side)
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 3 ]; then
+  case "$train_side_by_side" in
+    true) side_by_side=true ;;
+    auto)  # the shared stage 3 trains on the data alone; a recipe's own may read stage 2's tagger
+      if [ ! -f local/stage3.sh ] && { [ "$cmd_backend" != local ] || [ "$ngpu" -eq 0 ]; }; then
+        side_by_side=true
+      fi ;;
+  esac
 fi
 
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  run_local_stage 3 "separator training" "$data_dir" "$separator_exp" "$settings_3"
+if [ "$side_by_side" = true ]; then
+  # each job gets half the CPU threads unless the caller chose them (OMP_NUM_THREADS); stages 4-5
+  # keep the caller's setting
+  threads=$(( $(nproc) / 2 ))
+  [ "$threads" -ge 1 ] || threads=1
+  threads=${OMP_NUM_THREADS:-$threads}
+  log "Stages 2 and 3 run side by side (--train_side_by_side $train_side_by_side," \
+    "OMP_NUM_THREADS=$threads each); stage 2 prints to its log only: $tagger_exp/logs/stage2.log"
+  ( export OMP_NUM_THREADS=$threads
+    run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2" > /dev/null ) &
+  tagger_pid=$!
+  kill_tree() {  # kill_tree PID: the process and everything it started
+    local child
+    for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+  }
+  trap 'kill_tree "$tagger_pid"' EXIT   # stage 3 failed or was interrupted: stop stage 2 too
+  ( export OMP_NUM_THREADS=$threads
+    run_local_stage 3 "separator training" "$data_dir" "$separator_exp" "$settings_3" )
+  log "Stage 3 finished; waiting for stage 2 (log: $tagger_exp/logs/stage2.log)"
+  wait "$tagger_pid" || { log "Stopping after stage 3: stage 2 did not finish (its error is above)"; exit 1; }
+  trap - EXIT
+else
+  if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+    run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2"
+  fi
+  if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    run_local_stage 3 "separator training" "$data_dir" "$separator_exp" "$settings_3"
+  fi
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
