@@ -476,8 +476,13 @@ def test_train_side_by_side_runs_stages_2_and_3_at_once(recipe):
     result = run(options + ["--train_side_by_side", "true", "--force", "true"], recipe,
                  env=stage_env(OMP_NUM_THREADS="3"), check_rc=0)
     assert "threads=3" in (recipe / "exp" / "tagger" / "ran.txt").read_text()
-    # one after the other (false; auto, because this recipe has its own stage 3) stage 2 waits
-    # in vain for stage 3 and fails, and stage 3 does not run
+    # auto: side by side while stage 3 does not name $tagger_exp
+    (recipe / "exp" / "stage3.started").unlink()
+    result = run(options + ["--force", "true"], recipe, env=stage_env(), check_rc=0)
+    assert "Stages 2 and 3 run side by side (--train_side_by_side auto" in result.stderr
+    # one after the other (false; auto once stage 3 reads the tagger) stage 2 waits in vain for
+    # stage 3 and fails, and stage 3 does not run
+    write_script(recipe / "local" / "stage3.sh", MARKING_STAGE3 + 'echo "tagger: $tagger_exp"\n')
     for choice in ("false", "auto"):
         (recipe / "exp" / "stage3.started").unlink(missing_ok=True)
         result = run(options + ["--train_side_by_side", choice, "--force", "true"], recipe,

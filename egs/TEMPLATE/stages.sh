@@ -35,9 +35,9 @@ tag=""                 # name of the stage 2-5 experiment dirs instead of the co
 tagger_tag=""          # name of the tagger dir alone (default: --tag): separators sharing one tagger
 force=false            # re-run stages even when their .stageN.done marker matches
 cmd_backend=${cmd_backend:-local}  # job backend: local or slurm (see cmd.sh)
-train_side_by_side=auto  # stages 2 and 3 at the same time when both run: auto = when stage 3 is
-                         # the shared steps/stage3.sh (it never reads the tagger) and the two
-                         # jobs would not share this machine's GPUs
+train_side_by_side=auto  # stages 2 and 3 at the same time when both run: auto = when the stage-3
+                         # script never names $tagger_exp (it cannot read stage 2's tagger) and
+                         # the two jobs would not share this machine's GPUs
 budget=quick          # training budget: quick (tiny models, minutes on a CPU), small (~15 min
                       # of training per model on 2 CPU cores), full (the reports' settings, GPUs)
 data_config=conf/prep_data.yaml
@@ -79,7 +79,7 @@ Options (default):
   --cmd_backend NAME     job backend, local or slurm ($cmd_backend)
   --train_side_by_side auto|true|false  train the tagger (stage 2) and the separator (stage 3)
                          at the same time, each on half the CPU threads ($train_side_by_side; auto:
-                         when stage 3 does not read the tagger and no local GPUs are shared)
+                         when the stage-3 script never names \$tagger_exp and no local GPUs are shared)
   --data_config FILE     stage 1 config ($data_config)
   --budget NAME          quick | small | full: picks conf/[<budget>/]{tagger,separator}.yaml ($budget)
   --tagger_config FILE   stage 2 config (default: from --budget)
@@ -305,8 +305,11 @@ side_by_side=false  # stages 2 and 3 at once (--train_side_by_side)
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 3 ]; then
   case "$train_side_by_side" in
     true) side_by_side=true ;;
-    auto)  # the shared stage 3 trains on the data alone; a recipe's own may read stage 2's tagger
-      if [ ! -f local/stage3.sh ] && { [ "$cmd_backend" != local ] || [ "$ngpu" -eq 0 ]; }; then
+    auto)  # a stage 3 finds stage 2's tagger only through $tagger_exp: one that never names it
+      stage3_script=local/stage3.sh  # trains on the data alone
+      [ -f "$stage3_script" ] || stage3_script=steps/stage3.sh
+      if [ -f "$stage3_script" ] && ! grep -q 'tagger_exp' "$stage3_script" \
+          && { [ "$cmd_backend" != local ] || [ "$ngpu" -eq 0 ]; }; then
         side_by_side=true
       fi ;;
   esac
