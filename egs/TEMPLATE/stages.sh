@@ -322,21 +322,30 @@ if [ "$side_by_side" = true ]; then
   [ "$threads" -ge 1 ] || threads=1
   threads=${OMP_NUM_THREADS:-$threads}
   log "Stages 2 and 3 run side by side (--train_side_by_side $train_side_by_side," \
-    "OMP_NUM_THREADS=$threads each); stage 2 prints to its log only: $tagger_exp/logs/stage2.log"
+    "OMP_NUM_THREADS=$threads each); stage 2 prints to its log while stage 3 runs:" \
+    "$tagger_exp/logs/stage2.log"
+  stage2_out=$(mktemp)  # what stage 2 printed, of which the end is shown once both are done
   ( export OMP_NUM_THREADS=$threads
-    run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2" > /dev/null ) &
+    run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2" > "$stage2_out" ) &
   tagger_pid=$!
   kill_tree() {  # kill_tree PID: the process and everything it started
     local child
     for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
     kill "$1" 2>/dev/null || true
   }
-  trap 'kill_tree "$tagger_pid"' EXIT   # stage 3 failed or was interrupted: stop stage 2 too
+  # stage 3 failed or was interrupted: stop stage 2 too
+  trap 'kill_tree "$tagger_pid"; rm -f "$stage2_out"' EXIT
   ( export OMP_NUM_THREADS=$threads
     run_local_stage 3 "separator training" "$data_dir" "$separator_exp" "$settings_3" )
   log "Stage 3 finished; waiting for stage 2 (log: $tagger_exp/logs/stage2.log)"
-  wait "$tagger_pid" || { log "Stopping after stage 3: stage 2 did not finish (its error is above)"; exit 1; }
+  wait "$tagger_pid" || { rm -f "$stage2_out"
+    log "Stopping after stage 3: stage 2 did not finish (its error is above)"; exit 1; }
   trap - EXIT
+  if [ -s "$stage2_out" ]; then
+    log "Stage 2 (ran side by side): the last lines it printed (all of it: $tagger_exp/logs/stage2.log)"
+    tail -n 5 "$stage2_out"
+  fi
+  rm -f "$stage2_out"
 else
   if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     run_local_stage 2 "tagger training" "$data_dir" "$tagger_exp" "$settings_2"
