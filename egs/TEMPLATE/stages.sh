@@ -338,8 +338,8 @@ if [ "$side_by_side" = true ]; then
   ( export OMP_NUM_THREADS=$threads
     run_local_stage 3 "separator training" "$data_dir" "$separator_exp" "$settings_3" )
   log "Stage 3 finished; waiting for stage 2 (log: $tagger_exp/logs/stage2.log)"
-  wait "$tagger_pid" || { rm -f "$stage2_out"
-    log "Stopping after stage 3: stage 2 did not finish (its error is above)"; exit 1; }
+  # (a failed stage 2: the EXIT trap, still set, removes the output file)
+  wait "$tagger_pid" || { log "Stopping after stage 3: stage 2 did not finish (its error is above)"; exit 1; }
   trap - EXIT
   if [ -s "$stage2_out" ]; then
     log "Stage 2 (ran side by side): the last lines it printed (all of it: $tagger_exp/logs/stage2.log)"
