@@ -4,6 +4,7 @@ Uses the baseline recipe's configs shrunk to a few updates, for both rule sets, 
 what each stage leaves behind: the data set, checkpoints, estimates under the official
 names with probabilities, the scores, RESULTS.md, and that finished stages are skipped.
 """
+import importlib
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ import subprocess
 
 import pytest
 import yaml
+
+from s5lib.config import parse_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(REPO, "egs", "TEMPLATE")
@@ -112,6 +115,19 @@ def test_all_stages_on_the_tiny_bank(tiny_recipe, year):
     assert "(estimated labels) vs" in page and "(oracle labels)" in page
     assert "anchor: silence" in page and 'class="mix"' in page
     assert (decode / "scores" / "estimated" / "breakdowns.json").is_file()
+    # every step's run.sh replays it: its saved config is one its own module accepts
+    replays = sorted(exp.rglob("run.sh"))
+    replayed = set()
+    for script in replays:
+        line = script.read_text().splitlines()[-1]
+        if " python -m s5lib.bin." not in line:
+            continue  # stages.sh's stage replays
+        module = line.split("python -m ")[1].split()[0]
+        config_path = tiny_recipe / line.split("--config ")[1].strip().strip("'")
+        defaults = importlib.import_module(module).DEFAULTS
+        parse_config(defaults, ["--config", str(config_path)])  # raises on an unknown key
+        replayed.add(module)
+    assert {"s5lib.bin.train_tagger", "s5lib.bin.train_separator", "s5lib.bin.infer"} <= replayed
 
     # a second run skips every finished stage
     again = run_recipe(tiny_recipe, "--year", str(year), "--class_eq_mixtures", "6")

@@ -345,8 +345,9 @@ def main(argv=None):
             cfg["decode"] = check_decode(sorted(kinds)[0], cfg["decode"])
     except ValueError as err:
         raise RecipeError(f"infer: {err}") from None
-    cfg["label_modes_run"] = modes
-    cfg["has_references"] = has_references
+    # The saved config must replay this step (run.sh beside it): it holds the modes that run, and
+    # only keys that DEFAULTS knows (whether the test set has references is read from the set).
+    cfg["label_modes"] = list(modes)
     write_experiment_config(cfg, out_dir)
     cache = None
     if getattr(separator, "kind", "") in SINGLE_QUERY_KINDS and float(cfg["cache_mb"]) > 0:
