@@ -5,6 +5,7 @@
 choice keeps the reference layouts. The recipe tests check that ``egs/baseline/conf/tagger.yaml``
 builds a tagger for both years and that its data pool keeps what the loss and the validation read.
 """
+import copy
 import os
 
 import pytest
@@ -13,7 +14,8 @@ import yaml
 
 from s5lib import constants
 from s5lib.bin.common import target_labels
-from s5lib.bin.train_tagger import make_loss_step
+from s5lib.bin.common import RecipeError
+from s5lib.bin.train_tagger import apply_model_by_type, make_loss_step
 from s5lib.models.factory import build_tagger, load_model_file
 from s5lib.models.tagger import (POOLINGS, M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
                                  _pool_tokens)
@@ -135,7 +137,9 @@ def test_recipe_pool_keeps_what_the_losses_and_validation_read():
 def test_recipe_tagger_builds_and_trains_a_step_for_both_years(year, kind):
     cfg = recipe_config()
     assert cfg["model"]["type"] is None  # the year picks the head
-    model_cfg = dict(cfg["model"], type=kind)
+    cfg["model"]["type"] = kind
+    apply_model_by_type(cfg)  # as train_tagger does once the year is known
+    model_cfg = cfg["model"]
     torch.manual_seed(0)
     model = build_tagger(model_cfg)
     assert model.kind == kind and model.pooling == cfg["model"]["pooling"]
@@ -149,3 +153,21 @@ def test_recipe_tagger_builds_and_trains_a_step_for_both_years(year, kind):
     loss.backward()
     grad = model.backbone.patch_embed.proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_model_by_type_merges_for_its_type_only():
+    base = {"model": {"type": "m2d_2026", "pooling": "mean", "m2d": {"depth": 3}},
+            "model_by_type": {"m2d_2026": {"track_input_dim": 64, "m2d": {"embed_dim": 48}},
+                              "m2d_2025": {"pooling": "max"}}}
+    cfg = copy.deepcopy(base)
+    apply_model_by_type(cfg)
+    assert cfg["model"] == {"type": "m2d_2026", "pooling": "mean", "track_input_dim": 64,
+                            "m2d": {"depth": 3, "embed_dim": 48}}
+    model = build_tagger(dict(cfg["model"], m2d=dict(TINY, patch_size=[80, 8])))
+    assert model.head.track_input_dim == 64
+    cfg = copy.deepcopy(base)
+    cfg["model"]["type"] = "m2d_2025"
+    apply_model_by_type(cfg)
+    assert cfg["model"]["pooling"] == "max" and "track_input_dim" not in cfg["model"]
+    with pytest.raises(RecipeError, match="m2d_2027"):
+        apply_model_by_type(dict(copy.deepcopy(base), model_by_type={"m2d_2027": {}}))

@@ -37,7 +37,7 @@ from s5lib.data.training_data import TrainingDataError, build_training_data
 from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
 from s5lib.metrics import labels_match_multiset, labels_match_set
 from s5lib.models.checkpoints import trust_checkpoints
-from s5lib.models.factory import build_tagger
+from s5lib.models.factory import TAGGER_TYPES, build_tagger
 from s5lib.models.tagger import multilabel_bce, pit_slot_ce, sed_loss
 from s5lib.train.trainer import Trainer
 
@@ -48,6 +48,9 @@ DEFAULTS = {
     "exp_dir": "exp/tagger",
     "year": None,  # default: the data's year
     "model": {"type": None},  # default: m2d_2025 (2025) / m2d_2026 (2026)
+    # model keys for one tagger type only, merged into model once the type is known: lets one
+    # file serve both years, e.g. {m2d_2026: {track_input_dim: 256}} sizes the slot head alone
+    "model_by_type": {},
     "synth": {},
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,
@@ -184,6 +187,23 @@ def publish_last_phase(phase_dir, exp_dir):
         os.replace(tmp, target)
 
 
+def apply_model_by_type(cfg):
+    """Merge ``model_by_type[<model.type>]`` into ``model`` (in place); other types' entries are
+    checked to be type names and left unused."""
+    by_type = cfg.get("model_by_type") or {}
+    if not isinstance(by_type, dict):
+        raise RecipeError(f"model_by_type must map a tagger type to model keys, got {by_type!r}")
+    unknown = sorted(set(by_type) - set(TAGGER_TYPES))
+    if unknown:
+        raise RecipeError(f"model_by_type: unknown tagger type(s) {unknown} "
+                          f"(known: {', '.join(TAGGER_TYPES)})")
+    values = by_type.get(cfg["model"]["type"]) or {}
+    if not isinstance(values, dict):
+        raise RecipeError(f"model_by_type.{cfg['model']['type']} must be a mapping of model keys, "
+                          f"got {values!r}")
+    cfg["model"] = merge(cfg["model"], values)
+
+
 def main(argv=None):
     cfg = parse_config(DEFAULTS, argv, description=__doc__)
     trust_checkpoints(cfg["trust_checkpoint"])
@@ -191,6 +211,7 @@ def main(argv=None):
     year = resolve_year(cfg, info)
     if not cfg["model"].get("type"):
         cfg["model"]["type"] = "m2d_2025" if year == 2025 else "m2d_2026"
+    apply_model_by_type(cfg)
     phases = phase_configs(cfg)
     for number, phase_cfg in enumerate(phases, start=1):
         if len(phases) > 1:
