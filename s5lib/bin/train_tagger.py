@@ -12,7 +12,10 @@ probabilities against the synthesizer's onsets/offsets (rasterised to its ``seq_
 the rest x BCE of its clip scores. Validation decodes the fixed validation mixtures and reports the label
 accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
 ``checkpoint_best.pt``. Start from a real M2D release with ``--model.pretrained_m2d PATH``
-(and ``--model.trainable head`` for the baseline's first phase).
+(and ``--model.trainable head`` for the baseline's first phase). With ``model.type: null`` the
+data's year picks the type (``m2d_2025`` / ``m2d_2026``); ``model_by_type`` holds model keys for
+one type only (``{m2d_2026: {track_input_dim: 256}}``), merged once the type is known, so one
+config file serves both years.
 
 Phases: a ``phases:`` list in the config runs the official multi-phase schedule in one stage —
 each entry is a set of config overrides (plus a ``name``) applied on top of the rest of the
