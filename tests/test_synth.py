@@ -371,3 +371,35 @@ def test_bench_synth_prints_cold_and_warm_figures(tmp_path, capsys):
                        for ln in lines), (render, state)
     caches = [float(ln.split("spectrum cache")[1].split()[0]) for ln in lines if "spectrum cache" in ln]
     assert len(caches) == 4 and caches[0] > 0
+
+
+def test_bench_synth_spaudsyn_inputs(bank_root, tmp_path):
+    """The SpAudSyn comparison of bench_synth: a float32 copy of a room holds the same
+    responses, the converted metadata names our clips and the positions our render uses, and a
+    wrong --spaudsyn folder is a clear error (SpAudSyn itself is not installed here)."""
+    from s5lib.bin import bench_synth
+    bank, synth, metadata = bench_synth._metadata(bank_root, 2025, 2, 0)
+    meta = metadata[0]
+    room = meta["room"]
+    copy = str(tmp_path / "rooms" / room)
+    bench_synth.copy_sofa(bank.resolve(room), copy, "float32")
+    import netCDF4
+    with netCDF4.Dataset(bank.resolve(room)) as a, netCDF4.Dataset(copy) as b:
+        assert b["Data.IR"].dtype == np.float32 and a["Data.IR"].dtype == np.float64
+        np.testing.assert_array_equal(b["Data.IR"][...], a["Data.IR"][...].astype(np.float32))
+        assert set(b.variables) == set(a.variables) and b.ncattrs() == a.ncattrs()
+    cart, raw, _, _ = bank.room_positions(room)
+    converted = bench_synth.spaudsyn_metadata(bank, synth, meta, copy, raw, (raw.shape[0], 4, 100),
+                                              constants.SAMPLE_RATE)
+    mix = synth.render(meta)
+    events = converted["fg_events"] + converted["int_events"]
+    assert len(events) == len(mix.targets) + len(mix.interferers)
+    for ev, rendered in zip(events, mix.targets + mix.interferers):
+        assert os.path.isabs(ev["source_file"]) and os.path.isfile(ev["source_file"])
+        idx = int(np.flatnonzero(np.all(raw == np.asarray(ev["event_position"][0]), axis=1))[0])
+        np.testing.assert_array_equal(cart[idx], rendered.position)
+    assert [e["role"] for e in converted["fg_events"]] == ["foreground"] * len(mix.targets)
+    assert converted["room"]["args"]["metadata"]["sofa_path"] == copy
+    with pytest.raises(SystemExit, match="spatial_audio_synthesizer.py"):
+        bench_synth.main(["--n_mix", "1", "--size", "tiny", "--work_dir", str(tmp_path),
+                          "--skip_long", "true", "--spaudsyn", str(tmp_path / "nowhere")])
