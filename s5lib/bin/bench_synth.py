@@ -30,8 +30,9 @@ install) also times ``SpAudSyn.synthesize`` on the same mixtures (same clips, on
 room positions; the targets' channel-0 direct-path references, ``fg_return={'dry': True,
 'dry_channel': 0}``), once on the bank's float64 room files and once on a float32 copy of them
 (``--spaudsyn_room_dtypes``; the copies are written under ``work_dir``), and prints how many
-times faster each render of ours is, and how far its mixtures are from ours. SpAudSyn has no caches of its own, so its ``warm`` pass
-differs from ``cold`` by the operating system's page cache only.
+times faster each render of ours is and how far SpAudSyn's mixtures are from ours. SpAudSyn
+has no caches of its own, so its ``warm`` pass differs from ``cold`` by the operating system's
+page cache only.
 """
 import os
 
@@ -229,8 +230,9 @@ def main(argv=None):
             print(f"{'':66s} spectrum cache {cache_mb:.0f} MiB")
         if cfg["spaudsyn"]:
             for dtype in dtypes:
-                cold, warm, worst = time_spaudsyn(cfg["spaudsyn"], root, root + "_rooms_" + dtype, dtype,
-                                           int(cfg["year"]), int(cfg["n_mix"]), cfg["seed"])
+                cold, warm, worst = time_spaudsyn(cfg["spaudsyn"], root, f"{root}_rooms_{dtype}",
+                                                  dtype, int(cfg["year"]), int(cfg["n_mix"]),
+                                                  cfg["seed"])
                 for state, ms in (("cold", cold), ("warm", warm)):
                     label = f"{name}, SpAudSyn, {dtype} rooms, {state}"
                     ratios = ", ".join(f"{render.split(' render')[0].split(' (')[0]} "
