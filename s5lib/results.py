@@ -460,6 +460,22 @@ def run_extra(source, summary, kind):
         return json.load(f)
 
 
+# the subsets of breakdowns.json the diagnostics table shows, with their column titles
+DIAGNOSTIC_GROUPS = (("targets", "by_n_targets"), ("interferers", "by_n_interferers"),
+                     ("duplicates", "by_duplicates"))
+# what of breakdowns.json RESULTS.json archives: the parts the diagnostics table reads (the
+# per-mixture, per-class and confusion parts stay in the score dir)
+PAGE_BREAKDOWN_KEYS = tuple(key for _, key in DIAGNOSTIC_GROUPS) + ("false_alarm", "casa")
+
+
+def page_breakdowns(breakdowns):
+    """The part of a breakdowns dict the page shows (:data:`PAGE_BREAKDOWN_KEYS`); None stays
+    None."""
+    if breakdowns is None:
+        return None
+    return {key: breakdowns[key] for key in PAGE_BREAKDOWN_KEYS if key in breakdowns}
+
+
 def diagnostics_table(items, metric_name):
     """Markdown: the breakdowns (``breakdowns.json`` beside each ``summary.json``) of one
     experiment's decodes, one row per label source: the task metric per number of targets and
@@ -476,10 +492,8 @@ def diagnostics_table(items, metric_name):
             rows.append((summary.get("label_mode") or "estimated", breakdown))
     if not rows:
         return None
-    groups = [("targets", "by_n_targets"), ("interferers", "by_n_interferers"),
-              ("duplicates", "by_duplicates")]
     columns = []
-    for title, key in groups:
+    for title, key in DIAGNOSTIC_GROUPS:
         keys = sorted({k for _, b in rows for k in (b.get(key) or {})})
         columns += [(f"{k} {title}" if key != "by_duplicates" else k, key, k) for k in keys]
 
@@ -839,7 +853,7 @@ def write_results_md(recipe_dir, experiments, path, title=None, summary_paths=No
     for exp_name, entries in groups.items():
         for summary, command, src in entries:
             record = {"name": exp_name, "command": command, "summary": summary,
-                      "breakdowns": run_extra(src, summary, "breakdowns"),
+                      "breakdowns": page_breakdowns(run_extra(src, summary, "breakdowns")),
                       "strategy": run_extra(src, summary, "strategy")}
             if isinstance(src, dict) and src.get("diagnostics_markdown"):
                 record["diagnostics_markdown"] = src["diagnostics_markdown"]

@@ -426,12 +426,17 @@ def test_make_results_keeps_runs_whose_exp_dirs_are_gone(tmp_path, capsys):
     b = fake_summary(str(b_dir / "summary.json"), "baseline", "sep_b", "oracle", 2026, 11.5, 100.0)
     (b_dir / "breakdowns.json").write_text(json.dumps(
         {"by_n_targets": {"1": {"CAPI-SDRi": 9.25, "n_mixtures": 4}},
-         "casa": {"CASA-SDRi": 7.5, "label_swaps": 1, "n_pairs": 9}}))
+         "casa": {"CASA-SDRi": 7.5, "label_swaps": 1, "n_pairs": 9},
+         "casa_per_mixture": {"soundscape_0000": 7.5}, "per_class": [{"label": "Bark"}]}))
     out = recipe / "RESULTS.md"
     assert make_results.main(["--summaries", a, b, "--out", str(out)]) == 0
     first = out.read_text()
     archive = json.loads((recipe / "RESULTS.json").read_text())
     assert sorted(r["name"] for r in archive["runs"]) == ["sep_a", "sep_b"]
+    # the archive keeps what the page shows of breakdowns.json, not its per-mixture parts
+    assert next(r for r in archive["runs"] if r["name"] == "sep_b")["breakdowns"] == {
+        "by_n_targets": {"1": {"CAPI-SDRi": 9.25, "n_mixtures": 4}},
+        "casa": {"CASA-SDRi": 7.5, "label_swaps": 1, "n_pairs": 9}}
     assert "| oracle | 9.25 (4) | 7.50 | 1 / 9 |" in first.split("## sep_b")[1]
     assert "Kept from" not in first
 
