@@ -235,7 +235,7 @@ def main(argv=None):
                                                   cfg["seed"])
                 for state, ms in (("cold", cold), ("warm", warm)):
                     label = f"{name}, SpAudSyn, {dtype} rooms, {state}"
-                    ratios = ", ".join(f"{render.split(' render')[0].split(' (')[0]} "
+                    ratios = ", ".join(f"{render.removesuffix(' render')} "
                                        f"{np.median(ms) / np.median(ours[render][state]):.2f}x"
                                        for render, _ in RENDERS[:3])
                     print(_line(label, ms))
