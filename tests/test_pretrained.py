@@ -119,7 +119,13 @@ def test_plain_state_dict_and_wrong_files(official_dir, tmp_path):
     model, cfg, _ = load_model_file(str(tmp_path / "small.pt"), "separator")
     assert model.kind == "resunet" and cfg["class_freq_bias"] and cfg["channels"] == [4, 4, 8, 8, 8, 8]
     assert cfg["class_frame_gate"] and cfg["frame_gate_channels"] == 12
-    assert cfg["frame_gate_layers"] == 3
+    assert cfg["frame_gate_layers"] == 3 and cfg["frame_gate_bands"] == 1
+    banded = build_separator({"type": "resunetk", "channels": [4, 4, 8, 8, 8, 8],
+                              "bottleneck_channels": 8, "condition_size": 16, "n_fft": 256,
+                              "class_frame_gate": True, "frame_gate_bands": 6})
+    torch.save(banded.state_dict(), tmp_path / "banded.pt")
+    _, cfg, _ = load_model_file(str(tmp_path / "banded.pt"), "separator")
+    assert cfg["frame_gate_bands"] == 6
     # a config that does not fit the weights: strict loading says so
     with pytest.raises(CheckpointError, match="(?s)resunetk_plain.pt.*shape mismatches"):
         load_model_file(str(plain), "separator", {"type": "resunetk", "condition_size": 256})

@@ -180,6 +180,75 @@ def test_frame_gate_sees_exactly_its_dilated_context(layers):
         small_config(class_frame_gate=True, frame_gate_layers=0)
 
 
+def test_band_interpolation_is_a_partition_of_unity_on_mel_centres():
+    from s5lib.models.resunet import band_interpolation
+    weights = band_interpolation(8, 256)
+    assert weights.shape == (8, 256) and (weights >= 0).all()
+    assert torch.allclose(weights.sum(0), torch.ones(256), atol=1e-6)
+    peaks = weights.argmax(dim=1)
+    assert peaks[0] == 0 and peaks[-1] == 255 and (peaks.diff() > 0).all()
+    assert (peaks.diff()[1:] >= peaks.diff()[:-1]).all()     # mel: wider bands up the spectrum
+    assert torch.equal(band_interpolation(1, 64), torch.ones(1, 64))
+    with pytest.raises(ValueError, match="frame_gate_bands must be in"):
+        small_config(class_frame_gate=True, frame_gate_bands=0)
+
+
+def test_band_gate_starts_at_zero_and_closes_its_class_in_one_band():
+    """A band-resolved gate starts as no gate; a logit of -30 for class 5 in its lowest band only
+    silences the low bins of the slot asking for class 5 and leaves the high bins and the other
+    slots unchanged."""
+    torch.manual_seed(10)
+    plain = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True)).eval()
+    model = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True, frame_gate_bands=4)).eval()
+    assert model.frame_gate.out.weight.shape[0] == 18 * 4
+    assert "gate_bands" not in model.state_dict()
+    shared = {k: v for k, v in plain.state_dict().items() if not k.startswith("frame_gate.out")}
+    model.load_state_dict({**model.state_dict(), **shared})
+    mixture = torch.randn(1, 4, 8192) * 1e-3
+    condition = query(1, [3, 5, 7])
+    before = model(mixture, condition).detach()
+    assert torch.allclose(before, plain(mixture, condition).detach(), atol=1e-9, rtol=1e-6)
+    frames = 8192 // 64 + 1
+    logits = torch.zeros(18, 4, frames)
+    logits[5, 0] = -30.0
+    model.frame_logits = lambda spec: logits[None].expand(spec.shape[0], -1, -1, -1)
+    after = model(mixture, condition).detach()
+    assert torch.equal(after[:, 0], before[:, 0]) and torch.equal(after[:, 2], before[:, 2])
+    spec_before = torch.stft(before[0, 1], 128, 64, window=torch.hann_window(128),
+                             return_complex=True).abs().square().sum(1)
+    spec_after = torch.stft(after[0, 1], 128, 64, window=torch.hann_window(128),
+                            return_complex=True).abs().square().sum(1)
+    assert spec_after[:3].sum() < 1e-2 * spec_before[:3].sum()   # the lowest band (STFT leakage)
+    assert torch.allclose(spec_after[40:], spec_before[40:], rtol=1e-3)  # the top band's bins
+
+
+def test_reference_band_activity_marks_the_bands_of_each_class():
+    from s5lib.bin.train_separator import reference_band_activity
+    from s5lib.models.resunet import band_interpolation
+    t = torch.arange(64 * 40) / 32000.0
+    refs = torch.zeros(1, 3, 64 * 40)
+    refs[0, 0, 64 * 10:64 * 20] = torch.sin(2 * torch.pi * 15000.0 * t[64 * 10:64 * 20])
+    onehot = torch.zeros(1, 3, 18)
+    onehot[0, 0, 4] = 1.0
+    bands = band_interpolation(4, 64)
+    act = reference_band_activity(refs, onehot, 128, 64, bands)
+    assert act.shape == (1, 18, 4, 41)
+    assert act[0, 4, 3, 11:20].all() and act[0, 4, :2].sum() == 0      # a 15 kHz tone: top band
+    frames = act[0, 4, 3].nonzero().flatten()
+    assert frames.min() >= 9 and frames.max() <= 21
+    assert act[0, [c for c in range(18) if c != 4]].sum() == 0
+
+
+def test_band_gate_loss_reaches_the_gate():
+    torch.manual_seed(11)
+    model = ResUNet30(small_config(mask_init=0.3, class_frame_gate=True, frame_gate_bands=5))
+    gated = make_loss_step("resunetk", "masked_multislot_neg_snr", {}, None, frame_gate_weight=0.5)
+    loss, logs = gated(model, synthetic_batch(0))
+    assert abs(logs["frame_gate_bce"] - 0.6931) < 1e-3
+    loss.backward()
+    assert model.frame_gate.out.weight.grad.abs().sum() > 0
+
+
 def synthetic_batch(seed, batch=4, length=8192):
     """Mixtures of two band-limited 'classes' (0: bins 5..15, 1: bins 35..50) in noise."""
     gen = torch.Generator().manual_seed(seed)

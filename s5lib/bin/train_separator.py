@@ -147,11 +147,29 @@ def reference_frame_activity(references, slot_onehot, n_fft, hop, floor_db=-30.0
     return per_class.clamp(max=1.0)
 
 
+def reference_band_activity(references, slot_onehot, n_fft, hop, band_weights, floor_db=-30.0):
+    """(B, 18, bands, T) targets of a band-resolved frame gate (``frame_gate_bands`` > 1): 1 where
+    a reference of the class holds band energy (its power spectrum below the Nyquist bin, a Hann
+    STFT of ``n_fft`` / ``hop`` centred as the separator's, summed with ``band_weights`` (bands,
+    n_fft // 2)) within ``floor_db`` of its own loudest band and frame."""
+    batch, slots, length = references.shape
+    window = torch.hann_window(n_fft, device=references.device)
+    spec = torch.stft(references.float().reshape(batch * slots, length), n_fft, hop, window=window,
+                      center=True, return_complex=True)[:, :n_fft // 2]          # (BK, F', T)
+    energy = torch.einsum("nf,kft->knt", band_weights.float(), spec.real.square() + spec.imag.square())
+    energy = energy.reshape(batch, slots, *energy.shape[1:])                    # (B, K, n, T)
+    loudest = energy.flatten(2).amax(dim=-1)[:, :, None, None]
+    active = (energy > loudest * 10.0 ** (floor_db / 10.0)) & (energy > 0)
+    per_class = torch.einsum("bkc,bknt->bcnt", slot_onehot.float(), active.float())
+    return per_class.clamp(max=1.0)
+
+
 class SeparatorLossStep(_LabelQueriedStep):
     """The training loss of one batch (a named loss step; the trainer stays one).
 
     ``frame_gate_weight`` > 0 adds that weight times the BCE of the separator's frame-gate logits
-    (``class_frame_gate``) against :func:`reference_frame_activity` of the cropped references.
+    (``class_frame_gate``) against :func:`reference_frame_activity` of the cropped references
+    (:func:`reference_band_activity` for a gate with ``frame_gate_bands`` > 1).
     """
 
     def __init__(self, kind, loss_name, loss_kwargs, segment_seconds, refine_iterations=1, seed=0,
@@ -179,9 +197,14 @@ class SeparatorLossStep(_LabelQueriedStep):
         activity of the cropped ``references`` (a no-op without the gate loss)."""
         if logits is None:
             return loss, logs
-        cfg = getattr(model, "module", model).config
-        target = reference_frame_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,
-                                          self.gate_floor_db)
+        module = getattr(model, "module", model)
+        cfg = module.config
+        if logits.dim() == 4:   # (B, 18, bands, T): the band-resolved gate
+            target = reference_band_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,
+                                             module.gate_bands, self.gate_floor_db)
+        else:
+            target = reference_frame_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,
+                                              self.gate_floor_db)
         frames = min(target.shape[-1], logits.shape[-1])
         gate = F.binary_cross_entropy_with_logits(logits[..., :frames].float(),
                                                   target[..., :frames])

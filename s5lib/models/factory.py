@@ -323,6 +323,11 @@ def separator_config_from_weights(weights, source):
         cfg["frame_gate_channels"] = int(weights["frame_gate.conv1.weight"].shape[0])
         cfg["frame_gate_layers"] = sum(1 for key in weights
                                        if re.fullmatch(r"frame_gate\.conv\d+\.weight", key))
+        rows = int(weights["frame_gate.out.weight"].shape[0])
+        if rows % constants.N_CLASSES:
+            raise CheckpointError(source, f"frame_gate.out has {rows} rows: not a multiple of "
+                                          f"the {constants.N_CLASSES} classes")
+        cfg["frame_gate_bands"] = rows // constants.N_CLASSES
     if maps == 3:
         cfg["mask_type"] = "mag_phase"
     elif in_features == 2 * input_channels:

@@ -50,7 +50,10 @@ Switches for short trainings (both off by default; off, the ``state_dict`` is up
   selects its classes' logits, and the result is added to that slot's magnitude-mask maps at
   every bin of the frame: a per-frame gain that can close the mask where the queried class is
   silent. Its last layer starts at zero, so a fresh model is unchanged. Only for ``mag_phase``
-  masks.
+  masks. With ``frame_gate_bands`` B > 1 the last layer gives B logits per class and frame
+  instead, one per band of B mel-spaced centre bins, linearly interpolated over the bins in
+  between (:func:`band_interpolation`): a per-class gain that varies in time *and* frequency
+  (the layout of ``frame_gate.out`` grows to 18 B rows; B = 1 is the gate above).
 
 As upstream, the U-Net never sees the Nyquist bin: its mask maps are zero-padded, so that bin is
 always zero in the output (mag_phase: a zero phasor; ratio masks: a zero mask).
@@ -111,6 +114,7 @@ class ResUNetConfig:
     class_frame_gate: bool = False     # label-conditioned per-frame gain of the magnitude masks
     frame_gate_channels: int = 64      # width of the frame-gate detector
     frame_gate_layers: int = 2         # its dilated time convolutions (2: 13 frames of context)
+    frame_gate_bands: int = 1          # >1: a logit per class, mel band and frame (time-frequency)
     # U-Net input channels given besides the mixture features (CP-JKU's refinement feedback);
     # their pre_conv kernel starts at zero, so a fresh model ignores them
     extra_input_channels: int = 0
@@ -154,6 +158,9 @@ class ResUNetConfig:
             raise ValueError(f"frame_gate_channels must be >= 1, got {self.frame_gate_channels}")
         if int(self.frame_gate_layers) < 1:
             raise ValueError(f"frame_gate_layers must be >= 1, got {self.frame_gate_layers}")
+        if not 1 <= int(self.frame_gate_bands) <= self.n_fft // 2:
+            raise ValueError(f"frame_gate_bands must be in [1, n_fft // 2 = {self.n_fft // 2}], "
+                             f"got {self.frame_gate_bands}")
 
     @property
     def encoder_widths(self):
@@ -476,20 +483,38 @@ class ResUNet30Base(MaskingUNetBase):
         return self.unet_output(x, features.shape[2])
 
 
+def band_interpolation(bands, bins, sample_rate=32000):
+    """(bands, bins) float32 weights that spread one value per band over ``bins`` STFT bins (of
+    ``sample_rate`` / 2 / bins Hz each): band centres equally spaced on the mel scale from bin 0 to
+    bin ``bins - 1``, linear interpolation between neighbouring centres, so every column sums to
+    1 (the frame gate's ``frame_gate_bands``; also the band energies of its training targets)."""
+    bands, bins = int(bands), int(bins)
+    if bands == 1:
+        return torch.ones(1, bins)
+    hz_per_bin = sample_rate / 2 / bins
+    top = 2595.0 * np.log10(1.0 + (bins - 1) * hz_per_bin / 700.0)
+    centres = 700.0 * (10.0 ** (np.linspace(0.0, top, bands) / 2595.0) - 1.0) / hz_per_bin
+    eye = np.eye(bands)
+    weights = np.stack([np.interp(np.arange(bins), centres, row) for row in eye])
+    return torch.from_numpy(weights.astype(np.float32))
+
+
 class FrameGate(nn.Module):
     """Per-class frame logits from channel 0's spectrum (``class_frame_gate``, see the module doc):
-    ``forward(spec0) -> (B, n_classes, T)`` for a complex STFT ``spec0`` (B, T, F)."""
+    ``forward(spec0) -> (B, n_classes, T)`` for a complex STFT ``spec0`` (B, T, F), or
+    ``(B, n_classes, bands, T)`` with ``bands`` > 1."""
 
-    def __init__(self, bins, n_classes, channels, momentum, layers=2):
+    def __init__(self, bins, n_classes, channels, momentum, layers=2, bands=1):
         super().__init__()
         self.bn = nn.BatchNorm1d(bins, momentum=momentum)
         self.layers = int(layers)
+        self.n_classes, self.bands = int(n_classes), int(bands)
         for index in range(self.layers):   # conv1, conv2, ...: dilation 1, 2, 4, ...
             dilation = 2 ** index
             self.add_module(f"conv{index + 1}", nn.Conv1d(bins if index == 0 else channels,
                                                           channels, 5, padding=2 * dilation,
                                                           dilation=dilation))
-        self.out = nn.Conv1d(channels, n_classes, 1)
+        self.out = nn.Conv1d(channels, self.n_classes * self.bands, 1)   # rows: class-major
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -498,7 +523,10 @@ class FrameGate(nn.Module):
         x = self.bn(torch.log(power + MAGNITUDE_FLOOR).transpose(1, 2))    # (B, F, T)
         for index in range(self.layers):
             x = F.relu(getattr(self, f"conv{index + 1}")(x))
-        return self.out(x)
+        x = self.out(x)
+        if self.bands == 1:
+            return x
+        return x.reshape(x.shape[0], self.n_classes, self.bands, x.shape[-1])
 
 
 class FiLM(nn.Module):
@@ -549,7 +577,12 @@ class ResUNet30(nn.Module):
         if config.class_frame_gate:
             self.frame_gate = FrameGate(config.n_fft // 2 + 1, config.slot_label_len,
                                         int(config.frame_gate_channels), config.momentum,
-                                        int(config.frame_gate_layers))
+                                        int(config.frame_gate_layers),
+                                        int(config.frame_gate_bands))
+            # not in the state_dict: a function of the config
+            self.register_buffer("gate_bands", band_interpolation(config.frame_gate_bands,
+                                                                  config.n_fft // 2),
+                                 persistent=False)
         else:
             self.frame_gate = None
         if config.channels_last:
@@ -592,8 +625,9 @@ class ResUNet30(nn.Module):
         return self.label_embedding(condition)
 
     def frame_logits(self, spec):
-        """The frame gate's per-class logits (B, classes, T) of a mixture STFT (B, C, T, F), or
-        None without ``class_frame_gate``."""
+        """The frame gate's per-class logits (B, classes, T) of a mixture STFT (B, C, T, F)
+        ((B, classes, bands, T) with ``frame_gate_bands`` > 1), or None without
+        ``class_frame_gate``."""
         return None if self.frame_gate is None else self.frame_gate(spec[:, 0])
 
     def mask_bias(self, condition, frame_logits=None):
@@ -611,9 +645,18 @@ class ResUNet30(nn.Module):
             return bias
         if frame_logits is None:
             raise ValueError("class_frame_gate: mask_bias needs the frame gate's logits")
+        maps_shape = (batch, cfg.num_slots, self.base.mask_channels, cfg.mask_maps)
+        if frame_logits.dim() == 4:   # (B, classes, bands, T): a gain per band and frame
+            gate = torch.einsum("bsc,bcnt->bsnt", parts.to(frame_logits.dtype), frame_logits)
+            gate = torch.einsum("bsnt,nf->bstf", gate, self.gate_bands.to(gate.dtype))
+            frames = gate.shape[2]
+            maps = gate.new_zeros(*maps_shape, frames, bins)
+            maps[:, :, :, 0] = gate[:, :, None]                            # magnitude maps only
+            maps = maps.reshape(batch, -1, frames, bins)
+            return maps if bias is None else maps + bias
         gate = torch.einsum("bsc,bct->bst", parts.to(frame_logits.dtype), frame_logits)
         frames = gate.shape[-1]
-        maps = gate.new_zeros(batch, cfg.num_slots, self.base.mask_channels, cfg.mask_maps, frames)
+        maps = gate.new_zeros(*maps_shape, frames)
         maps[:, :, :, 0] = gate[:, :, None]                                # magnitude maps only
         maps = maps.reshape(batch, -1, frames, 1)
         return maps.expand(-1, -1, -1, bins) if bias is None else maps + bias
