@@ -225,13 +225,14 @@ def test_band_gate_starts_at_zero_and_closes_its_class_in_one_band():
 def test_reference_band_activity_marks_the_bands_of_each_class():
     from s5lib.bin.train_separator import reference_band_activity
     from s5lib.models.resunet import band_interpolation
+    from s5lib.models.stft import STFT
     t = torch.arange(64 * 40) / 32000.0
     refs = torch.zeros(1, 3, 64 * 40)
     refs[0, 0, 64 * 10:64 * 20] = torch.sin(2 * torch.pi * 15000.0 * t[64 * 10:64 * 20])
     onehot = torch.zeros(1, 3, 18)
     onehot[0, 0, 4] = 1.0
     bands = band_interpolation(4, 64)
-    act = reference_band_activity(refs, onehot, 128, 64, bands)
+    act = reference_band_activity(refs, onehot, STFT(n_fft=128, hop_length=64), bands)
     assert act.shape == (1, 18, 4, 41)
     assert act[0, 4, 3, 11:20].all() and act[0, 4, :2].sum() == 0      # a 15 kHz tone: top band
     frames = act[0, 4, 3].nonzero().flatten()

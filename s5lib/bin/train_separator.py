@@ -147,17 +147,14 @@ def reference_frame_activity(references, slot_onehot, n_fft, hop, floor_db=-30.0
     return per_class.clamp(max=1.0)
 
 
-def reference_band_activity(references, slot_onehot, n_fft, hop, band_weights, floor_db=-30.0):
+def reference_band_activity(references, slot_onehot, stft, band_weights, floor_db=-30.0):
     """(B, 18, bands, T) targets of a band-resolved frame gate (``frame_gate_bands`` > 1): 1 where
-    a reference of the class holds band energy (its power spectrum below the Nyquist bin, a Hann
-    STFT of ``n_fft`` / ``hop`` centred as the separator's, summed with ``band_weights`` (bands,
-    n_fft // 2)) within ``floor_db`` of its own loudest band and frame."""
-    batch, slots, length = references.shape
-    window = torch.hann_window(n_fft, device=references.device)
-    spec = torch.stft(references.float().reshape(batch * slots, length), n_fft, hop, window=window,
-                      center=True, return_complex=True)[:, :n_fft // 2]          # (BK, F', T)
-    energy = torch.einsum("nf,kft->knt", band_weights.float(), spec.real.square() + spec.imag.square())
-    energy = energy.reshape(batch, slots, *energy.shape[1:])                    # (B, K, n, T)
+    a reference of the class holds band energy (its power spectrum below the Nyquist bin through
+    the separator's own ``stft`` front end, summed with ``band_weights`` (bands, n_fft // 2))
+    within ``floor_db`` of its own loudest band and frame."""
+    spec = stft.complex_spectrogram(references)                                # (B, K, T, F)
+    power = spec.real.square() + spec.imag.square()
+    energy = torch.einsum("nf,bktf->bknt", band_weights.float(), power[..., :band_weights.shape[1]])
     loudest = energy.flatten(2).amax(dim=-1)[:, :, None, None]
     active = (energy > loudest * 10.0 ** (floor_db / 10.0)) & (energy > 0)
     per_class = torch.einsum("bkc,bknt->bcnt", slot_onehot.float(), active.float())
@@ -200,7 +197,7 @@ class SeparatorLossStep(_LabelQueriedStep):
         module = getattr(model, "module", model)
         cfg = module.config
         if logits.dim() == 4:   # (B, 18, bands, T): the band-resolved gate
-            target = reference_band_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,
+            target = reference_band_activity(references, slot_onehot, module.base.stft,
                                              module.gate_bands, self.gate_floor_db)
         else:
             target = reference_frame_activity(references, slot_onehot, cfg.n_fft, cfg.hop_length,

@@ -70,6 +70,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from s5lib import constants
+
 from .blocks import LEAKY_SLOPE, ConditionMLP, sub_biases as _sub, xavier_init as _xavier
 from .checkpoints import (CheckpointError, audiosep_key_map, detect_prefix, extract_state_dict,
                           load_checkpoint_file, load_strict, strip_prefix)
@@ -483,7 +485,7 @@ class ResUNet30Base(MaskingUNetBase):
         return self.unet_output(x, features.shape[2])
 
 
-def band_interpolation(bands, bins, sample_rate=32000):
+def band_interpolation(bands, bins, sample_rate=constants.SAMPLE_RATE):
     """(bands, bins) float32 weights that spread one value per band over ``bins`` STFT bins (of
     ``sample_rate`` / 2 / bins Hz each): band centres equally spaced on the mel scale from bin 0 to
     bin ``bins - 1``, linear interpolation between neighbouring centres, so every column sums to
@@ -633,8 +635,8 @@ class ResUNet30(nn.Module):
     def mask_bias(self, condition, frame_logits=None):
         """The bias of the mask maps below the Nyquist bin from each slot's label part, or None:
         the ``class_freq_bias`` term (B, S*K*M, 1, n_fft//2) plus, with ``class_frame_gate``, each
-        slot's classes' ``frame_logits`` (B, classes, T) on its magnitude maps (B, S*K*M, T,
-        n_fft//2)."""
+        slot's classes' ``frame_logits`` (B, classes, T), or (B, classes, bands, T) spread over
+        the bins by ``gate_bands``, on its magnitude maps (B, S*K*M, T, n_fft//2)."""
         cfg = self.config
         batch, bins = condition.shape[0], cfg.n_fft // 2
         parts = condition.reshape(batch, cfg.num_slots, -1)
@@ -645,20 +647,18 @@ class ResUNet30(nn.Module):
             return bias
         if frame_logits is None:
             raise ValueError("class_frame_gate: mask_bias needs the frame gate's logits")
-        maps_shape = (batch, cfg.num_slots, self.base.mask_channels, cfg.mask_maps)
+        # gate (B, S, T, F' or 1): each slot's gain per frame and bin, or per frame
+        parts = parts.to(frame_logits.dtype)
         if frame_logits.dim() == 4:   # (B, classes, bands, T): a gain per band and frame
-            gate = torch.einsum("bsc,bcnt->bsnt", parts.to(frame_logits.dtype), frame_logits)
+            gate = torch.einsum("bsc,bcnt->bsnt", parts, frame_logits)
             gate = torch.einsum("bsnt,nf->bstf", gate, self.gate_bands.to(gate.dtype))
-            frames = gate.shape[2]
-            maps = gate.new_zeros(*maps_shape, frames, bins)
-            maps[:, :, :, 0] = gate[:, :, None]                            # magnitude maps only
-            maps = maps.reshape(batch, -1, frames, bins)
-            return maps if bias is None else maps + bias
-        gate = torch.einsum("bsc,bct->bst", parts.to(frame_logits.dtype), frame_logits)
-        frames = gate.shape[-1]
-        maps = gate.new_zeros(*maps_shape, frames)
+        else:                         # (B, classes, T): one gain per frame
+            gate = torch.einsum("bsc,bct->bst", parts, frame_logits)[..., None]
+        frames, width = gate.shape[2:]
+        maps = gate.new_zeros(batch, cfg.num_slots, self.base.mask_channels, cfg.mask_maps, frames,
+                              width)
         maps[:, :, :, 0] = gate[:, :, None]                                # magnitude maps only
-        maps = maps.reshape(batch, -1, frames, 1)
+        maps = maps.reshape(batch, -1, frames, width)
         return maps.expand(-1, -1, -1, bins) if bias is None else maps + bias
 
     def slot_activity(self, condition):
