@@ -56,7 +56,8 @@ from s5lib.audio import write_audio
 from s5lib.bin.common import (RecipeError, load_experiment, read_dataset_info, resolve_year,
                               run_cli, setup_logging, target_labels, write_experiment_config)
 from s5lib.config import parse_config
-from s5lib.data.datasets import PremixedMixtures
+from s5lib.data.datasets import MetadataMixtures, PremixedMixtures
+from s5lib.infer.calibrate import calibrate, check_output_gain
 from s5lib.infer.caption_query import (CAPTION_QUERY_DEFAULTS, is_lass_experiment,
                                        load_caption_queried)
 from s5lib.infer.end_to_end import E2E_DEFAULTS, check_end_to_end, separate_end_to_end
@@ -109,6 +110,11 @@ DEFAULTS = {
     # single-query separators: a (mixture, label) separated for one label mode is reused by the
     # others (the oracle and the tagger's label lists overlap), up to this many MB of waveforms
     "cache_mb": 4096,
+    # a positive number scales every written estimate; "valid" fits that scale (one per refinement
+    # step) on the data dir's validation mixtures with oracle labels (s5lib.infer.calibrate) and
+    # records it in <out_dir>/output_gain.json; 1.0 writes the separator's output as it is
+    "output_gain": 1.0,
+    "calibration_mixtures": None,  # output_gain valid: only the first N validation mixtures
 }
 LABEL_MODES = ("estimated", "oracle", "baseline_tagger")
 TAGGER_YEAR = {"m2d_2025": 2025, "sed": 2025, "m2d_2026": 2026, "m2d_2026_4c": 2026}
@@ -179,8 +185,11 @@ def separate_cached(separator, mixture, indices, label_lists, cfg, steps, cache)
     return out
 
 
-def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps=1, cache=None):
+def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps=1, cache=None,
+             gains=None):
+    """Decode one label mode; ``gains`` (one per step, default 1) scale the written estimates."""
     names = step_dir_names(mode, steps, cfg["keep_steps"])
+    gains = list(gains) if gains is not None else [1.0] * len(names)
     for name in filter(None, names):
         clear_dir(os.path.join(out_dir, name, "estimates"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"],
@@ -212,7 +221,7 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
             label_lists = [[lbl for lbl, _ in t] for t in tagged]
             per_step = separate_cached(separator, mixture, batch["index"].tolist(), label_lists, cfg,
                                        steps, cache)
-        for step_name, estimates, probs in zip(names, per_step, probabilities):
+        for step_name, estimates, probs, gain in zip(names, per_step, probabilities, gains):
             if step_name is None:
                 continue
             est_dir = os.path.join(out_dir, step_name, "estimates")
@@ -226,6 +235,8 @@ def run_mode(mode, dataset, tagger, separator, out_dir, year, cfg, device, steps
                     if directions is not None:  # the model's own slot number and its DoA
                         slot, record["doa"] = directions[b][slot]
                     fname = source_filename(name, label, slot if year == 2026 else None)
+                    if gain != 1.0:
+                        wave = wave * gain
                     write_audio(os.path.join(est_dir, fname), wave.cpu().numpy(), constants.SAMPLE_RATE)
                     entry["estimate"].append({"filename": fname, "label": label,
                                               "probability": float(prob), **record})
@@ -283,6 +294,42 @@ def open_test_set(cfg, info, year):
     if cfg["max_mixtures"]:
         dataset.names = dataset.names[:int(cfg["max_mixtures"])]
     return dataset, test_dir, has_references
+
+
+def output_gains(cfg, info, separator, year, device, steps, out_dir):
+    """The gain of every written step: ``output_gain`` as given, or fitted on the validation
+    mixtures (oracle labels, the run's procedure and steps) and recorded in output_gain.json."""
+    n_steps = steps  # 1 unless procedure iterative
+    try:
+        gain = check_output_gain(cfg["output_gain"])
+    except ValueError as err:
+        raise RecipeError(f"infer: {err}") from None
+    if gain != "valid":
+        return [gain] * n_steps
+    if cfg["procedure"] not in ("single", "iterative", "caption_queried"):
+        raise RecipeError(f"infer: output_gain valid fits the gain on oracle-label queries; "
+                          f"procedure {cfg['procedure']} does not separate label queries "
+                          "(give output_gain a number)")
+    valid_list = info.get("valid_list")
+    if not valid_list or not os.path.isfile(valid_list):
+        raise RecipeError(f"infer: output_gain valid needs the data dir's validation set, and "
+                          f"{os.path.join(cfg['data'], 'dataset.json')} names none that exists "
+                          f"({valid_list!r}); give output_gain a number")
+    valid_set = MetadataMixtures(valid_list, info["bank_root"], info.get("valid_split", "valid"))
+    start = time.time()
+    fits = calibrate(lambda mixture, labels: separate_rows(separator, mixture, labels, cfg, steps),
+                     valid_set, year, n_steps, batch_size=cfg["batch_size"], device=device,
+                     max_mixtures=cfg["calibration_mixtures"])
+    metric = "CA-SDRi" if year == 2025 else "CAPI-SDRi"
+    for k, fit in enumerate(fits, start=1):
+        logger.info("output gain%s %.2f, fitted on %d validation mixtures (%d pairs, oracle "
+                    "labels): %s %.2f dB at gain 1, %.2f dB at %.2f", f" of step {k}" if n_steps > 1
+                    else "", fit["gain"], fit["mixtures"], fit["pairs"], metric, fit["score_at_1"],
+                    fit["score"], fit["gain"])
+    with open(os.path.join(out_dir, "output_gain.json"), "w") as f:
+        json.dump({"metric": metric, "valid_list": valid_list, "seconds": time.time() - start,
+                   "steps": fits}, f, indent=1)
+    return [fit["gain"] for fit in fits]
 
 
 def main(argv=None):
@@ -353,9 +400,10 @@ def main(argv=None):
     if getattr(separator, "kind", "") in SINGLE_QUERY_KINDS and float(cfg["cache_mb"]) > 0:
         cache = EstimateCache(cfg["cache_mb"])
     with torch.inference_mode():
+        gains = output_gains(cfg, info, separator, year, device, steps, out_dir)
         for mode in modes:
             run_mode(mode, dataset, taggers.get(mode), separator, out_dir, year, cfg, device, steps,
-                     cache)
+                     cache, gains)
 
 
 if __name__ == "__main__":
