@@ -133,3 +133,23 @@ def test_all_stages_on_the_tiny_bank(tiny_recipe, year):
     again = run_recipe(tiny_recipe, "--year", str(year), "--class_eq_mixtures", "6")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("already done") == 5
+
+    # output_gain valid: one gain fitted on the validation mixtures, recorded, and applied to
+    # every written estimate (the same separator's gain-1 oracle estimates, scaled)
+    (tiny_recipe / "conf" / "infer_gain.yaml").write_text("base: infer_oracle.yaml\n"
+                                                          "output_gain: valid\n")
+    gained = run_recipe(tiny_recipe, "--year", str(year), "--stage", "4", "--stop_stage", "4",
+                        "--infer_config", "conf/infer_gain.yaml")
+    assert gained.returncode == 0, gained.stdout[-3000:] + gained.stderr[-3000:]
+    decode_gain = separator / "decode_test_infer_gain"
+    record = json.loads((decode_gain / "output_gain.json").read_text())
+    assert record["metric"] == ("CA-SDRi" if year == 2025 else "CAPI-SDRi")
+    (fit,) = record["steps"]
+    assert 0.05 <= fit["gain"] <= 2.0 and fit["score"] >= fit["score_at_1"] - 1e-9
+    from s5lib.audio import read_audio
+    names = sorted(os.listdir(decode / "oracle" / "estimates"))
+    assert names == sorted(os.listdir(decode_gain / "oracle" / "estimates"))
+    for name in names[:3]:
+        plain = read_audio(str(decode / "oracle" / "estimates" / name))
+        scaled = read_audio(str(decode_gain / "oracle" / "estimates" / name))
+        assert abs(scaled - fit["gain"] * plain).max() <= 1e-5 * max(1.0, abs(plain).max())

@@ -40,8 +40,10 @@ the estimates go to ``<out_dir>/<mode>/estimates/`` as ``<mix>_<Label>.wav`` (20
 ``<mix>_<slot>_<Label>.wav`` (2026, slot = the separator's output slot), with
 ``<out_dir>/<mode>/eval_results.json`` holding a probability per estimate (the tagger's
 confidence; 1.0 for oracle labels). ``--test_dir`` points at another folder of soundscapes (e.g.
-the evaluation set, ``<dir>/soundscape/*.wav``) than the data dir's test set. Runs batched on CPU
-or GPU (``--device``).
+the evaluation set, ``<dir>/soundscape/*.wav``) than the data dir's test set. ``output_gain``
+scales every written estimate: a number, or ``valid`` to fit one gain per step on the data
+dir's validation mixtures with oracle labels (:mod:`s5lib.infer.calibrate`; recorded in
+``<out_dir>/output_gain.json``). Runs batched on CPU or GPU (``--device``).
 """
 import json
 import logging
