@@ -134,22 +134,23 @@ def test_all_stages_on_the_tiny_bank(tiny_recipe, year):
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("already done") == 5
 
-    # output_gain valid: one gain fitted on the validation mixtures, recorded, and applied to
-    # every written estimate (the same separator's gain-1 oracle estimates, scaled)
-    (tiny_recipe / "conf" / "infer_gain.yaml").write_text("base: infer_oracle.yaml\n"
-                                                          "output_gain: valid\n")
-    gained = run_recipe(tiny_recipe, "--year", str(year), "--stage", "4", "--stop_stage", "4",
-                        "--infer_config", "conf/infer_gain.yaml")
-    assert gained.returncode == 0, gained.stdout[-3000:] + gained.stderr[-3000:]
-    decode_gain = separator / "decode_test_infer_gain"
-    record = json.loads((decode_gain / "output_gain.json").read_text())
+    # output_gain valid (conf/infer.yaml): one gain fitted on the validation mixtures, recorded,
+    # and applied to every written estimate: the same separator's estimates at gain 1, scaled
+    record = json.loads((decode / "output_gain.json").read_text())
     assert record["metric"] == ("CA-SDRi" if year == 2025 else "CAPI-SDRi")
     (fit,) = record["steps"]
     assert 0.05 <= fit["gain"] <= 2.0 and fit["score"] >= fit["score_at_1"] - 1e-9
+    (tiny_recipe / "conf" / "infer_gain1.yaml").write_text("base: infer_oracle.yaml\n"
+                                                           "output_gain: 1.0\n")
+    plain_run = run_recipe(tiny_recipe, "--year", str(year), "--stage", "4", "--stop_stage", "4",
+                           "--infer_config", "conf/infer_gain1.yaml")
+    assert plain_run.returncode == 0, plain_run.stdout[-3000:] + plain_run.stderr[-3000:]
+    decode_plain = separator / "decode_test_infer_gain1"
+    assert not (decode_plain / "output_gain.json").exists()
     from s5lib.audio import read_audio
     names = sorted(os.listdir(decode / "oracle" / "estimates"))
-    assert names == sorted(os.listdir(decode_gain / "oracle" / "estimates"))
+    assert names == sorted(os.listdir(decode_plain / "oracle" / "estimates"))
     for name in names[:3]:
-        plain = read_audio(str(decode / "oracle" / "estimates" / name))
-        scaled = read_audio(str(decode_gain / "oracle" / "estimates" / name))
+        plain = read_audio(str(decode_plain / "oracle" / "estimates" / name))
+        scaled = read_audio(str(decode / "oracle" / "estimates" / name))
         assert abs(scaled - fit["gain"] * plain).max() <= 1e-5 * max(1.0, abs(plain).max())
