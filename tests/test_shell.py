@@ -1,9 +1,11 @@
 """Tests of the recipe shell machinery: parse_options.sh, the job runners, launch_python.sh,
 egs/TEMPLATE/setup.sh and the shared stage script. Each test runs bash in a temporary folder."""
 import os
+import shutil
 import re
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -417,6 +419,48 @@ echo "prepared $out"
     assert len((tmp_path / "python.calls").read_text().splitlines()) == len(calls)
     run(options[:-2] + ["--data_seed", "4"], recipe, check_rc=0)  # new data seed: runs again
     assert len((tmp_path / "python.calls").read_text().splitlines()) == 2 * len(calls)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) is not installed")
+def test_stage1_started_twice_at_once_builds_the_data_once(recipe, tmp_path):
+    """Two runs on the same data dir: the second waits for the first's stage 1, then skips it."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    fake_python = write_script(tmp_path / "fake_python", f"""#!/usr/bin/env bash
+echo call >> {tmp_path}/python.calls
+touch {started}
+while [ ! -e {release} ]; do sleep 0.1; done
+out=""
+while [ $# -gt 0 ]; do [ "$1" = --out_dir ] && out=$2; shift; done
+mkdir -p "$out" && echo '{{}}' > "$out/dataset.json"
+""")
+    options = ["./run.sh", "--stage", "1", "--stop_stage", "1", "--python", str(fake_python)]
+    env = clean_env()
+    with open(tmp_path / "first.err", "w") as first_err, open(tmp_path / "second.err", "w") as second_err:
+        first = subprocess.Popen(options, cwd=recipe, stdout=subprocess.DEVNULL, stderr=first_err,
+                                 env=env)
+        try:
+            for _ in range(600):
+                if started.exists():
+                    break
+                time.sleep(0.1)
+            assert started.exists(), "the first run's stage 1 never started"
+            second = subprocess.Popen(options + ["--seed", "1"], cwd=recipe,
+                                      stdout=subprocess.DEVNULL, stderr=second_err, env=env)
+            try:
+                for _ in range(600):
+                    if "waiting for it" in (tmp_path / "second.err").read_text():
+                        break
+                    time.sleep(0.1)
+                assert "another run is preparing data" in (tmp_path / "second.err").read_text()
+            finally:
+                release.touch()
+                assert second.wait(timeout=120) == 0, (tmp_path / "second.err").read_text()
+        finally:
+            release.touch()
+            assert first.wait(timeout=120) == 0, (tmp_path / "first.err").read_text()
+    assert (tmp_path / "python.calls").read_text().splitlines() == ["call"]
+    assert "Stage 1: done" in (tmp_path / "first.err").read_text()
+    assert "Stage 1: already done" in (tmp_path / "second.err").read_text()
 
 
 def test_budget_picks_the_configs_and_names_the_dirs(recipe):

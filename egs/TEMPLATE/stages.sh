@@ -279,6 +279,16 @@ run_local_stage() {  # run_local_stage N NAME INPUT STAGE_DIR SETTINGS
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: data preparation: ${db_root:-embedded mini soundbank} -> $data_dir"
+  mkdir -p "$prep_exp/logs"
+  # Runs started at once on the same data (a second seed, --year 2026 twice) must not build it
+  # at the same time: the first takes the lock, the others wait and then find it done.
+  if command -v flock > /dev/null; then
+    exec 8> "$prep_exp/.stage1.lock"
+    if ! flock -n 8; then
+      log "Stage 1: another run is preparing $data_dir (lock $prep_exp/.stage1.lock); waiting for it"
+      flock 8
+    fi
+  fi
   if is_done "$prep_exp/.stage1.done" "$settings_1" && [ -f "$data_dir/dataset.json" ]; then
     log "Stage 1: already done with these settings ($prep_exp/.stage1.done); skipping (--force true re-runs it)"
   else
@@ -299,6 +309,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     printf '%s\n' "$settings_1" > "$prep_exp/.stage1.done"
     log "Stage 1: done (log: $stage_log)"
   fi
+  exec 8>&-  # releases the lock
 fi
 
 side_by_side=false  # stages 2 and 3 at once (--train_side_by_side)
