@@ -476,6 +476,22 @@ def test_budget_picks_the_configs_and_names_the_dirs(recipe):
     result = run(["./run.sh", "--budget", "huge"], recipe, check_rc=1)
     assert "--budget must be quick, small or full" in result.stderr
 
+    # stage 4's config: conf/<budget>/infer.yaml where the budget has one, else conf/infer.yaml
+    write_script(recipe / "local" / "stage4.sh", LOCAL_STAGE.format(n=4)
+                 + 'echo "config=$infer_config" >> "$stage_dir/ran.txt"\n')
+    (recipe / "conf" / "full").mkdir()
+    (recipe / "conf" / "full" / "infer.yaml").write_text("output_gain: 1.0\n")
+    run(["./run.sh", "--stage", "4", "--stop_stage", "4", "--budget", "full"], recipe, check_rc=0)
+    assert "config=conf/full/infer.yaml" in \
+        (recipe / "exp" / "separator_full" / "decode_test" / "ran.txt").read_text()
+    run(["./run.sh", "--stage", "4", "--stop_stage", "4", "--budget", "small"], recipe, check_rc=0)
+    assert "config=conf/infer.yaml" in \
+        (recipe / "exp" / "separator_small" / "decode_test" / "ran.txt").read_text()
+    run(["./run.sh", "--stage", "4", "--stop_stage", "4", "--budget", "full", "--infer_config",
+         "conf/infer.yaml", "--tag", "given"], recipe, check_rc=0)  # a given file wins
+    assert "config=conf/infer.yaml" in \
+        (recipe / "exp" / "separator_given" / "decode_test" / "ran.txt").read_text()
+
 
 # stage 2 of this pair only finishes once stage 3 has started (it waits for stage 3's mark), so
 # it can only succeed when the two run at the same time

@@ -58,7 +58,6 @@ set -euo pipefail
 
 exec ./stages.sh \\
   --data_config conf/prep_data.yaml \\
-  --infer_config conf/infer.yaml \\
   --score_config conf/score.yaml \\
   "\$@"
 RUN

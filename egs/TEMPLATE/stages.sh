@@ -43,7 +43,7 @@ budget=quick          # training budget: quick (tiny models, minutes on a CPU), 
 data_config=conf/prep_data.yaml
 tagger_config=""      # default: conf/tagger.yaml (quick) or conf/<budget>/tagger.yaml
 separator_config=""   # default: conf/separator.yaml (quick) or conf/<budget>/separator.yaml
-infer_config=conf/infer.yaml
+infer_config=""       # default: conf/<budget>/infer.yaml where it exists, else conf/infer.yaml
 score_config=conf/score.yaml
 python=python
 tagger_checkpoint=""   # stage 4: a tagger model file (e.g. the released m2dat.ckpt) instead of stage 2's
@@ -81,10 +81,11 @@ Options (default):
                          at the same time, each on half the CPU threads ($train_side_by_side; auto:
                          when the stage-3 script never names \$tagger_exp and no local GPUs are shared)
   --data_config FILE     stage 1 config ($data_config)
-  --budget NAME          quick | small | full: picks conf/[<budget>/]{tagger,separator}.yaml ($budget)
+  --budget NAME          quick | small | full: picks conf/[<budget>/]{tagger,separator}.yaml and
+                         conf/<budget>/infer.yaml where it exists ($budget)
   --tagger_config FILE   stage 2 config (default: from --budget)
   --separator_config FILE  stage 3 config (default: from --budget)
-  --infer_config FILE    stage 4 config ($infer_config)
+  --infer_config FILE    stage 4 config (default: from --budget)
   --score_config FILE    stage 5 config ($score_config)
   --python CMD           python interpreter of the Python steps ($python)
   --tagger_checkpoint FILE     stage 4: tagger model file instead of stage 2's ('$tagger_checkpoint')
@@ -126,6 +127,10 @@ case "$budget" in
 esac
 [ -n "$tagger_config" ] || tagger_config=$budget_dir/tagger.yaml
 [ -n "$separator_config" ] || separator_config=$budget_dir/separator.yaml
+if [ -z "$infer_config" ]; then
+  infer_config=conf/infer.yaml
+  [ ! -f "$budget_dir/infer.yaml" ] || infer_config=$budget_dir/infer.yaml
+fi
 
 recipe_dir=$(pwd)
 config_name() {  # config_name FILE: the file name without directory and .yaml/.yml

@@ -6,6 +6,5 @@ set -euo pipefail
 
 exec ./stages.sh \
   --data_config conf/prep_data.yaml \
-  --infer_config conf/infer.yaml \
   --score_config conf/score.yaml \
   "$@"

@@ -317,6 +317,11 @@ def output_gains(cfg, info, separator, year, device, steps, out_dir):
         raise RecipeError(f"infer: output_gain valid needs the data dir's validation set, and "
                           f"{os.path.join(cfg['data'], 'dataset.json')} names none that exists "
                           f"({valid_list!r}); give output_gain a number")
+    if cfg["separator_checkpoint"]:
+        logger.warning("output_gain valid: the estimates of %s are scaled by a gain fitted on the "
+                       "validation set; for a released model's own numbers (the official decode) "
+                       "give output_gain 1.0 (egs/baseline: conf/full/infer.yaml)",
+                       cfg["separator_checkpoint"])
     valid_set = MetadataMixtures(valid_list, info["bank_root"], info.get("valid_split", "valid"))
     start = time.time()
     fits = calibrate(lambda mixture, labels: separate_rows(separator, mixture, labels, cfg, steps),
