@@ -15,7 +15,10 @@ import yaml
 from s5lib import constants
 from s5lib.bin.common import target_labels
 from s5lib.bin.common import RecipeError
-from s5lib.bin.train_tagger import apply_model_by_type, make_loss_step
+from s5lib.bin.train_tagger import (apply_model_by_type, make_loss_step, make_valid_fn,
+                                     tagger_loss)
+from s5lib.infer.tag import check_decode, decode_outputs
+from s5lib.metrics import labels_match_multiset, labels_match_set, source_label_counts
 from s5lib.models.factory import build_tagger, load_model_file
 from s5lib.models.tagger import (POOLINGS, M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
                                  _pool_tokens)
@@ -129,8 +132,12 @@ def test_recipe_pool_keeps_what_the_losses_and_validation_read():
     pool = cfg["pool"]
     assert pool["channels"] == [0]  # the 1-channel taggers read channel 0 only
     assert {"mixture", "label_vector", "label_index", "n_targets"} <= set(pool["keys"])
-    # the pool serves len = epoch_size items; the updates are capped by max_steps
-    assert cfg["epoch_size"] >= cfg["train"]["max_steps"] * cfg["train"]["batch_size"]
+    # the pool serves len = epoch_size items per epoch; the updates are capped by max_steps
+    assert (cfg["train"]["epochs"] * cfg["epoch_size"]
+            >= cfg["train"]["max_steps"] * cfg["train"]["batch_size"])
+    # a new pool every refresh_epochs epochs: each rendered mixture is served a few times only
+    if pool.get("refresh_epochs"):
+        assert cfg["train"]["epochs"] >= 2 * pool["refresh_epochs"]
 
 
 @pytest.mark.parametrize("year,kind", [(2025, "m2d_2025"), (2026, "m2d_2026")])
@@ -171,3 +178,32 @@ def test_model_by_type_merges_for_its_type_only():
     assert cfg["model"]["pooling"] == "max" and "track_input_dim" not in cfg["model"]
     with pytest.raises(RecipeError, match="m2d_2027"):
         apply_model_by_type(dict(copy.deepcopy(base), model_by_type={"m2d_2027": {}}))
+
+
+@pytest.mark.parametrize("year,kind", [(2025, "m2d_2025"), (2026, "m2d_2026")])
+def test_validation_reports_accuracies_and_the_training_loss(year, kind):
+    torch.manual_seed(0)
+    extra = {"track_input_dim": 32} if kind == "m2d_2026" else {}
+    model = build_tagger({"type": kind, "m2d": dict(TINY, patch_size=[80, 8]), **extra}).eval()
+    batch = fake_batch(year, seconds=1)
+    items = [{key: value[b] for key, value in batch.items()} for b in range(2)]
+    decode = check_decode(kind, {})
+    with torch.no_grad():
+        metrics = make_valid_fn(items, 2, 10, year, decode)(model)
+        logits = model(batch["mixture"])
+        loss = tagger_loss(kind, logits, batch)
+        predicted = [[label for label, _ in row] for row in decode_outputs(model, logits, **decode)]
+    assert metrics["valid_loss"] == pytest.approx(float(loss.mean()), rel=1e-6)
+    counts = [source_label_counts(p, r) for p, r in zip(predicted, target_labels(batch))]
+    tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
+    assert tp + fp + fn > 0
+    assert metrics["valid_source_accuracy"] == pytest.approx(100.0 * tp / (tp + fp + fn))
+    match = labels_match_set if year == 2025 else labels_match_multiset
+    hits = [match(p, r) for p, r in zip(predicted, target_labels(batch))]
+    assert metrics["valid_accuracy"] == pytest.approx(100.0 * sum(hits) / 2)
+    # without the labels the loss reads, there is no valid_loss (the accuracies remain)
+    key = "label_vector" if year == 2025 else "label_index"
+    if year == 2025:  # (2026's accuracies read label_index themselves)
+        stripped = [{k: v for k, v in item.items() if k != key} for item in items]
+        with torch.no_grad():
+            assert "valid_loss" not in make_valid_fn(stripped, 2, 10, year, decode)(model)

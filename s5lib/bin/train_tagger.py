@@ -10,8 +10,11 @@ with BCE on the multi-hot labels, the 2026 taggers with permutation-invariant sl
 cross-entropy, the SED tagger (``model.type: sed``) with ``strong_weight`` x BCE of its frame
 probabilities against the synthesizer's onsets/offsets (rasterised to its ``seq_len`` frames) plus
 the rest x BCE of its clip scores. Validation decodes the fixed validation mixtures and reports the label
-accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026), which selects
-``checkpoint_best.pt``. Start from a real M2D release with ``--model.pretrained_m2d PATH``
+accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026; the default
+``train.best_metric``, which selects ``checkpoint_best.pt``), the source accuracy
+(``valid_source_accuracy``) and the training loss on them (``valid_loss``, the official
+recipes' selection; ``best_metric: valid_loss, best_mode: min``; not for the SED tagger,
+whose validation items hold no frame activity). Start from a real M2D release with ``--model.pretrained_m2d PATH``
 (and ``--model.trainable head`` for the baseline's first phase). With ``model.type: null`` the
 data's year picks the type (``m2d_2025`` / ``m2d_2026``); ``model_by_type`` holds model keys for
 one type only (``{m2d_2026: {track_input_dim: 256}}``), merged once the type is known, so one
@@ -37,8 +40,8 @@ from s5lib.bin.common import (RecipeError, read_dataset_info, resolve_year, run_
                               target_labels)
 from s5lib.config import merge, parse_config
 from s5lib.data.training_data import TrainingDataError, build_training_data
-from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, tag_batch
-from s5lib.metrics import labels_match_multiset, labels_match_set
+from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, decode_outputs
+from s5lib.metrics import labels_match_multiset, labels_match_set, source_label_counts
 from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import TAGGER_TYPES, build_tagger
 from s5lib.models.tagger import multilabel_bce, pit_slot_ce, sed_loss
@@ -79,33 +82,60 @@ def tagger_channels(model):
     return [0] if getattr(model, "ref_channel", None) == 0 else None
 
 
+def tagger_loss(kind, logits, batch, strong_weight=0.5):
+    """The (B,) training loss of a tagger of ``kind`` on its outputs ``logits`` for ``batch``."""
+    if kind == "sed":  # strong (frame) + weak (clip) BCE; activity is (B, 18, frames)
+        strong = batch["activity"].transpose(1, 2)
+        return sed_loss(logits, strong, batch["label_vector"], strong_weight)
+    if kind in ("m2d_2025", "beats"):
+        return multilabel_bce(logits, batch["label_vector"])
+    return pit_slot_ce(logits, batch["label_index"])
+
+
+def loss_keys(kind):
+    """The batch keys :func:`tagger_loss` reads for a tagger of ``kind``."""
+    if kind == "sed":
+        return ("activity", "label_vector")
+    return ("label_vector",) if kind in ("m2d_2025", "beats") else ("label_index",)
+
+
 def make_loss_step(kind, strong_weight=0.5):
     def loss_step(model, batch):
-        logits = model(batch["mixture"])
-        if kind == "sed":  # strong (frame) + weak (clip) BCE; activity is (B, 18, frames)
-            strong = batch["activity"].transpose(1, 2)
-            loss = sed_loss(logits, strong, batch["label_vector"], strong_weight)
-            return loss.mean(), {}
-        if kind in ("m2d_2025", "beats"):
-            loss = multilabel_bce(logits, batch["label_vector"])
-        else:
-            loss = pit_slot_ce(logits, batch["label_index"])
-        return loss.mean(), {}
+        return tagger_loss(kind, model(batch["mixture"]), batch, strong_weight).mean(), {}
     return loss_step
 
 
-def make_valid_fn(dataset, batch_size, max_mixtures, year, decode):
+def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight=0.5):
+    """Validation: ``valid_accuracy`` (label set / multiset match per mixture),
+    ``valid_source_accuracy`` (100 TP / (TP + FP + FN) over the labels) and, where the
+    validation items carry what the loss reads, ``valid_loss`` (the training loss; the
+    official recipes keep the checkpoint with the lowest): a smoother selection criterion than
+    the share of exactly right mixtures on a few dozen of them."""
     subset = torch.utils.data.Subset(dataset, list(range(min(len(dataset), max_mixtures))))
     match = labels_match_set if year == 2025 else labels_match_multiset
 
     def valid_fn(model):
         device = next(model.parameters()).device
-        hits = []
+        keys = loss_keys(model.kind)
+        hits, counts, loss_sum, n_loss = [], np.zeros(3), 0.0, 0
         for batch in torch.utils.data.DataLoader(subset, batch_size=batch_size):
-            predicted = tag_batch(model, batch["mixture"].to(device), **decode)
+            logits = model(batch["mixture"].to(device))
+            predicted = decode_outputs(model, logits, **decode)
             for pred, ref in zip(predicted, target_labels(batch)):
-                hits.append(match([lbl for lbl, _ in pred], ref))
-        return {"valid_accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+                labels = [lbl for lbl, _ in pred]
+                hits.append(match(labels, ref))
+                counts += source_label_counts(labels, ref)
+            if all(key in batch for key in keys):
+                loss = tagger_loss(model.kind, logits, {k: batch[k].to(device) for k in keys},
+                                   strong_weight)
+                loss_sum += float(loss.float().sum())
+                n_loss += loss.numel()
+        tp, fp, fn = counts
+        metrics = {"valid_accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0,
+                   "valid_source_accuracy": 100.0 * tp / (tp + fp + fn) if tp + fp + fn else 100.0}
+        if n_loss:
+            metrics["valid_loss"] = loss_sum / n_loss
+        return metrics
 
     return valid_fn
 
@@ -139,7 +169,7 @@ def train_one(cfg, info):
     logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
     trainer = Trainer(model, data.dataset,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
-                                    year, decode),
+                                    year, decode, cfg["strong_weight"]),
                       make_loss_step(model.kind, cfg["strong_weight"]), cfg["train"],
                       cfg["exp_dir"], dist_info=dist,
                       collate_fn=data.collate_fn, batch_transform=data.batch_transform,

@@ -69,7 +69,13 @@ def class_probabilities(outputs):
 def tag_batch(tagger, mixture, threshold=0.5, min_labels=1, max_labels=constants.MAX_TARGETS,
               min_confidence=0.0):
     """mixture (B, 4, N) -> per mixture a list of (label, confidence), at most 3."""
-    logits = tagger(mixture)
+    return decode_outputs(tagger, tagger(mixture), threshold, min_labels, max_labels,
+                          min_confidence)
+
+
+def decode_outputs(tagger, logits, threshold=0.5, min_labels=1, max_labels=constants.MAX_TARGETS,
+                   min_confidence=0.0):
+    """:func:`tag_batch` on outputs ``tagger`` has already given (``tagger(mixture)``)."""
     if not is_slot_tagger(tagger):
         probs = class_probabilities(logits)
         keep = decode_multilabel(probs, threshold, min_labels, max_labels)
