@@ -191,7 +191,8 @@ def test_stages_4_and_5_from_released_checkpoints(tiny_recipe, official_dir, yea
     names = crop_test_set(info["test_dir"], str(short), 2, 1.0)
     # conf/full/infer.yaml: the official decode (no fitted output gain), as the README says
     args = ["--year", str(year), "--stage", "4", "--stop_stage", "5", "--tag", "official",
-            "--infer_config", "conf/full/infer.yaml", "--tagger_checkpoint", os.path.join(directory, tagger),
+            "--infer_config", "conf/full/infer.yaml",
+            "--tagger_checkpoint", os.path.join(directory, tagger),
             "--separator_checkpoint", os.path.join(directory, separator),
             "--test_dir", str(short), "--class_eq_mixtures", "4"]
     result = run_recipe(tiny_recipe, *args)
@@ -227,7 +228,8 @@ def test_evaluation_set_gives_estimates_and_skips_scoring(tiny_recipe, official_
     eval_dir = tiny_recipe / "eval_set"
     crop_test_set(info["test_dir"], str(eval_dir), 1, 0.5, with_references=False)
     result = run_recipe(tiny_recipe, "--stage", "4", "--stop_stage", "5", "--tag", "eval",
-                        "--infer_config", "conf/full/infer.yaml", "--tagger_checkpoint", os.path.join(directory, "m2dat.ckpt"),
+                        "--infer_config", "conf/full/infer.yaml",
+                        "--tagger_checkpoint", os.path.join(directory, "m2dat.ckpt"),
                         "--separator_checkpoint", os.path.join(directory, "resunet.ckpt"),
                         "--test_dir", str(eval_dir))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

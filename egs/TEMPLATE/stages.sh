@@ -297,7 +297,6 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   if is_done "$prep_exp/.stage1.done" "$settings_1" && [ -f "$data_dir/dataset.json" ]; then
     log "Stage 1: already done with these settings ($prep_exp/.stage1.done); skipping (--force true re-runs it)"
   else
-    mkdir -p "$prep_exp/logs"
     rm -f "$prep_exp/.stage1.done"
     command=("$python" -m s5lib.bin.prep_data)
     if [ -n "$data_config" ]; then

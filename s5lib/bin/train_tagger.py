@@ -14,10 +14,10 @@ accuracy (``valid_accuracy``: set match for 2025, multiset match for 2026; the d
 ``train.best_metric``, which selects ``checkpoint_best.pt``), the source accuracy
 (``valid_source_accuracy``) and the training loss on them (``valid_loss``, the official
 recipes' selection; ``best_metric: valid_loss, best_mode: min``; not for the SED tagger,
-whose validation items hold no frame activity). Start from a real M2D release with ``--model.pretrained_m2d PATH``
-(and ``--model.trainable head`` for the baseline's first phase). With ``model.type: null`` the
-data's year picks the type (``m2d_2025`` / ``m2d_2026``); ``model_by_type`` holds model keys for
-one type only (``{m2d_2026: {track_input_dim: 256}}``), merged once the type is known, so one
+whose validation items hold no frame activity). Start from a real M2D release with
+``--model.pretrained_m2d PATH`` (and ``--model.trainable head`` for the baseline's first phase).
+With ``model.type: null`` the data's year picks the type (``m2d_2025`` / ``m2d_2026``);
+``model_by_type`` holds model keys for one type only (``{m2d_2026: {track_input_dim: 256}}``), merged once the type is known, so one
 config file serves both years.
 
 Phases: a ``phases:`` list in the config runs the official multi-phase schedule in one stage —
@@ -82,12 +82,15 @@ def tagger_channels(model):
     return [0] if getattr(model, "ref_channel", None) == 0 else None
 
 
+MULTILABEL_KINDS = ("m2d_2025", "beats")  # trained with BCE on label_vector; the rest: slots
+
+
 def tagger_loss(kind, logits, batch, strong_weight=0.5):
     """The (B,) training loss of a tagger of ``kind`` on its outputs ``logits`` for ``batch``."""
     if kind == "sed":  # strong (frame) + weak (clip) BCE; activity is (B, 18, frames)
         strong = batch["activity"].transpose(1, 2)
         return sed_loss(logits, strong, batch["label_vector"], strong_weight)
-    if kind in ("m2d_2025", "beats"):
+    if kind in MULTILABEL_KINDS:
         return multilabel_bce(logits, batch["label_vector"])
     return pit_slot_ce(logits, batch["label_index"])
 
@@ -96,7 +99,7 @@ def loss_keys(kind):
     """The batch keys :func:`tagger_loss` reads for a tagger of ``kind``."""
     if kind == "sed":
         return ("activity", "label_vector")
-    return ("label_vector",) if kind in ("m2d_2025", "beats") else ("label_index",)
+    return ("label_vector",) if kind in MULTILABEL_KINDS else ("label_index",)
 
 
 def make_loss_step(kind, strong_weight=0.5):
