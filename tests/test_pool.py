@@ -76,3 +76,29 @@ def test_cached_validation_items_equal_fresh_renders(tmp_path, monkeypatch):
     tiny = MetadataMixtures(info["valid_list"], info["bank_root"], "valid", cache_mb=0.001)
     tiny[0]
     assert tiny._cache == {}
+
+
+def test_a_feature_pool_keeps_the_front_end_output_in_place_of_the_mixture(fresh):
+    calls = []
+
+    def feature_fn(mixture):  # stands in for a tagger's log mel: (1, C, L) -> (1, C, L // 100)
+        calls.append(tuple(mixture.shape))
+        return mixture[..., ::100] * 2.0
+
+    pool = RenderedPool(fresh, 3, epoch_size=4, keys=["mixture", "label_vector"], channels=[0],
+                        feature_fn=feature_fn)
+    assert len(calls) == 3 and all(shape[:2] == (1, 1) for shape in calls)  # once per mixture
+    fresh.set_epoch(0)
+    for i in range(4):
+        item = pool[i]
+        assert set(item) == {"features", "label_vector", "index"}  # the mixture is not kept
+        assert torch.equal(item["features"], fresh[i % 3]["mixture"][:1, ::100] * 2.0)
+    assert len(calls) == 3
+    with pytest.raises(KeyError, match="keep 'mixture'"):
+        RenderedPool(fresh, 1, keys=["label_vector"], feature_fn=feature_fn)
+    assert pool_from_config(fresh, {"mixtures": 2, "features": True}, 4,
+                            feature_fn=feature_fn).items["features"].shape[0] == 2
+    with pytest.raises(ValueError, match="no input features"):
+        pool_from_config(fresh, {"mixtures": 2, "features": True}, 4)
+    with pytest.raises(ValueError, match="true or false"):
+        pool_from_config(fresh, {"mixtures": 2, "features": "log_mel"}, 4, feature_fn=feature_fn)

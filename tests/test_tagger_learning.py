@@ -16,7 +16,7 @@ from s5lib import constants
 from s5lib.bin.common import target_labels
 from s5lib.bin.common import RecipeError
 from s5lib.bin.train_tagger import (apply_model_by_type, make_loss_step, make_valid_fn,
-                                     tagger_loss)
+                                     tagger_feature_fn, tagger_loss)
 from s5lib.infer.tag import check_decode, decode_outputs
 from s5lib.metrics import labels_match_multiset, labels_match_set, source_label_counts
 from s5lib.models.factory import build_tagger, load_model_file
@@ -207,3 +207,30 @@ def test_validation_reports_accuracies_and_the_training_loss(year, kind):
         stripped = [{k: v for k, v in item.items() if k != key} for item in items]
         with torch.no_grad():
             assert "valid_loss" not in make_valid_fn(stripped, 2, 10, year, decode)(model)
+
+
+@pytest.mark.parametrize("kind", ["m2d_2025", "m2d_2026"])
+def test_a_tagger_fed_its_log_mel_gives_its_waveform_outputs_and_loss(kind):
+    """What a feature pool serves (``features``) trains the tagger exactly as the mixture."""
+    torch.manual_seed(0)
+    extra = {"track_input_dim": 32} if kind == "m2d_2026" else {}
+    model = build_tagger({"type": kind, "m2d": dict(TINY, patch_size=[80, 8]), **extra})
+    batch = fake_batch(2026 if kind == "m2d_2026" else 2025, seconds=1)
+    features = tagger_feature_fn(model)(batch["mixture"])
+    assert features.shape[:3] == (2, 1, model.cfg.n_mels)
+    assert torch.equal(features, model.normalized_log_mel(batch["mixture"][:, 0]))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(log_mel=features), model(batch["mixture"]))
+    model.train()
+    step = make_loss_step(kind)
+    from_wave, _ = step(model, batch)
+    from_features, _ = step(model, {**{k: v for k, v in batch.items() if k != "mixture"},
+                                    "features": features})
+    assert torch.equal(from_wave, from_features)
+    with pytest.raises(ValueError, match="not both"):
+        model(batch["mixture"], log_mel=features)
+    with pytest.raises(ValueError, match="neither"):
+        model()
+    # a tagger that reads the waveform itself has no features for a pool to keep
+    assert tagger_feature_fn(M2DTagger2026Spatial(tiny_cfg())) is None

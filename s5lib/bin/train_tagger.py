@@ -60,7 +60,9 @@ DEFAULTS = {
     "synth": {},
     "trust_checkpoint": False,  # allow a full unpickle of init/pretrained files weights-only refuses
     "epoch_size": 1000,
-    "pool": {},  # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 2000}
+    # data reuse: render a pool of mixtures once (s5lib.data.pool), e.g. {mixtures: 2000};
+    # features: true keeps the tagger's log mel instead of the waveform (the M2D taggers)
+    "pool": {},
     "synthesis": "cpu",  # cpu | device | auto: where training mixtures are rendered
     "valid_max_mixtures": 100,
     "valid_cache_mb": 2048,  # validation mixtures kept in memory after their first render
@@ -104,8 +106,24 @@ def loss_keys(kind):
 
 def make_loss_step(kind, strong_weight=0.5):
     def loss_step(model, batch):
-        return tagger_loss(kind, model(batch["mixture"]), batch, strong_weight).mean(), {}
+        # a pool with features: true serves the tagger's input features instead of the mixture
+        outputs = (model(log_mel=batch["features"]) if "features" in batch
+                   else model(batch["mixture"]))
+        return tagger_loss(kind, outputs, batch, strong_weight).mean(), {}
     return loss_step
+
+
+def tagger_feature_fn(model):
+    """What a pool with ``features: true`` keeps for ``model``: its ``input_features`` (the
+    parameter-free front end, run where the model's buffers are), or None when the tagger reads
+    the waveform itself."""
+    if not hasattr(model, "input_features"):
+        return None
+
+    def feature_fn(mixture):
+        device = next(model.buffers()).device
+        return model.input_features(mixture.to(device))
+    return feature_fn
 
 
 def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight=0.5):
@@ -159,7 +177,8 @@ def train_one(cfg, info):
                                    cfg["epoch_size"], cfg["train"].get("seed", 0),
                                    cfg["synthesis"], dist.device, pool=cfg["pool"],
                                    with_references=False, channels=channels,
-                                   n_activity_frames=model.seq_len if model.kind == "sed" else 0)
+                                   n_activity_frames=model.seq_len if model.kind == "sed" else 0,
+                                   feature_fn=tagger_feature_fn(model))
     except TrainingDataError as err:
         raise RecipeError(f"train_tagger: {err}") from None
     starts_fresh = not (cfg["model"].get("init_checkpoint") or cfg["model"].get("pretrained_sed"))

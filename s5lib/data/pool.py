@@ -8,11 +8,17 @@ and serves them ``len(pool) = epoch_size`` times per epoch, item ``i`` being poo
 ``i % size``. Every ``refresh_epochs`` epochs (optional) the pool is rendered anew from the
 next mixtures of the dataset, so data reuse is bounded.
 
+With ``feature_fn`` (``features: true`` in the config; the trainer gives the function, e.g. a
+tagger's parameter-free front end) the pool keeps ``features = feature_fn(mixture)`` in place of
+the mixture: the front end runs once per pooled mixture instead of once per use, and a log mel
+takes a quarter of the memory of the 10 s waveform it comes from.
+
 The ``index`` of a served item is ``epoch * epoch_size + i``: what is seeded by the index
 (random segments in ``crop_batch``, the single-query slot choice) differs between the uses of a
 pooled mixture. Recipe config::
 
-    pool: {mixtures: 2000, channels: [0], keys: [mixture, label_vector], refresh_epochs: null}
+    pool: {mixtures: 2000, channels: [0], keys: [mixture, label_vector], refresh_epochs: null,
+           features: false}
 """
 import logging
 import time
@@ -34,10 +40,12 @@ class RenderedPool(torch.utils.data.Dataset):
         channels: mixture channels to keep (default: all), e.g. ``[0]`` for a 1-channel tagger.
         refresh_epochs: render a new pool every this many epochs (None: never).
         num_workers: processes that render the pool.
+        feature_fn: maps a (1, C, L) mixture to a (1, ...) tensor kept as ``features`` in place
+            of ``mixture`` (run in this process, under ``torch.no_grad``).
     """
 
     def __init__(self, dataset, size, epoch_size=None, keys=None, channels=None,
-                 refresh_epochs=None, num_workers=0):
+                 refresh_epochs=None, num_workers=0, feature_fn=None):
         if int(size) < 1:
             raise ValueError(f"pool: mixtures must be >= 1, got {size}")
         if refresh_epochs is not None and int(refresh_epochs) < 1:
@@ -49,6 +57,7 @@ class RenderedPool(torch.utils.data.Dataset):
         self.channels = None if channels is None else [int(c) for c in channels]
         self.refresh_epochs = None if refresh_epochs is None else int(refresh_epochs)
         self.num_workers = int(num_workers)
+        self.feature_fn = feature_fn
         self.epoch = 0
         self.generation = None
         self.items = None
@@ -68,6 +77,12 @@ class RenderedPool(torch.utils.data.Dataset):
             item = {key: value for key, value in item.items() if key != "index"}
         if self.channels is not None and "mixture" in item:
             item["mixture"] = item["mixture"][self.channels].clone()
+        if self.feature_fn is not None:
+            if "mixture" not in item:
+                raise KeyError("pool: features are computed from the mixture; keep 'mixture' in "
+                               "the pool's keys")
+            with torch.no_grad():
+                item["features"] = self.feature_fn(item.pop("mixture").unsqueeze(0))[0].detach().cpu()
         return item
 
     def _render(self, generation):
@@ -113,11 +128,14 @@ class RenderedPool(torch.utils.data.Dataset):
         return item
 
 
-POOL_KEYS = ("mixtures", "keys", "channels", "refresh_epochs", "num_workers")
+POOL_KEYS = ("mixtures", "keys", "channels", "refresh_epochs", "num_workers", "features")
 
 
-def pool_from_config(dataset, pool_cfg, epoch_size):
-    """A :class:`RenderedPool` from a recipe's ``pool:`` section, or ``dataset`` when it is empty."""
+def pool_from_config(dataset, pool_cfg, epoch_size, feature_fn=None):
+    """A :class:`RenderedPool` from a recipe's ``pool:`` section, or ``dataset`` when it is empty.
+
+    ``feature_fn``: what ``features: true`` keeps in place of the mixture (given by the trainer;
+    without one, ``features: true`` is an error)."""
     if not pool_cfg:
         return dataset
     unknown = sorted(set(pool_cfg) - set(POOL_KEYS))
@@ -125,7 +143,14 @@ def pool_from_config(dataset, pool_cfg, epoch_size):
         raise ValueError(f"pool: unknown option(s) {unknown}; known: {list(POOL_KEYS)}")
     if not pool_cfg.get("mixtures"):
         raise ValueError("pool: 'mixtures' (the number of pooled mixtures) is required")
+    use_features = pool_cfg.get("features", False)
+    if not isinstance(use_features, bool):
+        raise ValueError(f"pool: features must be true or false, got {use_features!r}")
+    if use_features and feature_fn is None:
+        raise ValueError("pool: features: true, but this trainer's model has no input features "
+                         "to keep (it reads the waveform)")
     return RenderedPool(dataset, pool_cfg["mixtures"], epoch_size=epoch_size,
                         keys=pool_cfg.get("keys"), channels=pool_cfg.get("channels"),
                         refresh_epochs=pool_cfg.get("refresh_epochs"),
-                        num_workers=pool_cfg.get("num_workers", 0))
+                        num_workers=pool_cfg.get("num_workers", 0),
+                        feature_fn=feature_fn if use_features else None)

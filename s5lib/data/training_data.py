@@ -60,13 +60,15 @@ def _render_on_device(batch, device, with_references=True, keep_channels=None):
 
 def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cpu", device="cpu",
                         pool=None, with_references=True, channels=None, mixit_pairs=False,
-                        n_activity_frames=0):
+                        n_activity_frames=0, feature_fn=None):
     """The :class:`TrainingData` of on-the-fly mixtures for a trainer (see the module doc).
 
     ``mixit_pairs``: every item also carries a second, independent mixture (keys ending in
     ``2``, rendered with the same request): what a MixIT loss reads, usually with
     ``with_references=False``. ``n_activity_frames`` > 0: items carry the (18, F) frame
-    ``activity`` of the targets (strong labels, e.g. 250 for an SED tagger).
+    ``activity`` of the targets (strong labels, e.g. 250 for an SED tagger). ``feature_fn``:
+    what a pool with ``features: true`` keeps in place of the mixture (the model's
+    parameter-free front end, e.g. a tagger's log mel).
     """
     synthesis = resolve_synthesis(synthesis, device)
     if synthesis == "device" and pool:
@@ -92,7 +94,7 @@ def build_training_data(bank_root, split, synth, epoch_size, seed, synthesis="cp
                                with_references=with_references, channels=channels,
                                mixit_pairs=mixit_pairs, n_activity_frames=n_activity_frames)
     try:
-        dataset = pool_from_config(dataset, pool, epoch_size)
+        dataset = pool_from_config(dataset, pool, epoch_size, feature_fn=feature_fn)
     except (ValueError, KeyError) as err:
         raise TrainingDataError(str(err)) from None
     return TrainingData(dataset, None, None, "cpu")

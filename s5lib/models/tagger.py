@@ -47,6 +47,15 @@ def _reference_channel(waveform, ref_channel, name):
     raise ValueError(f"{name}: expected a (B, L) or (B, C, L) waveform, got {tuple(waveform.shape)}")
 
 
+def _features_or_waveform(tagger, waveform, log_mel):
+    """The normalised log mel a tagger's encoder reads: ``log_mel`` as given, or computed from
+    ``waveform`` (exactly one of the two)."""
+    if (waveform is None) == (log_mel is None):
+        raise ValueError(f"{type(tagger).__name__}: give either a waveform or its log_mel, not "
+                         f"{'both' if log_mel is not None else 'neither'}")
+    return tagger.input_features(waveform) if log_mel is None else log_mel
+
+
 POOLINGS = ("mean", "max", "mean_max")
 
 
@@ -118,14 +127,22 @@ class M2DTagger2025(M2DEncoder):
         """Patch-token grid (B, T', F', D) -> clip features (B, feature_dim)."""
         return _pool_tokens(grid, self.flat_features, self.pooling)
 
-    def clip_features(self, waveform):
+    def input_features(self, waveform):
+        """What the trainable part reads: the normalised log mel (B, 1, n_mels, frames) of
+        channel ``ref_channel``. The front end has no parameters, so a training pool can keep
+        these instead of the waveform (``pool.features``)."""
         channel = _reference_channel(waveform, self.ref_channel, type(self).__name__)
-        grid, _ = self.encode_waveform_grid(channel)
+        return self.normalized_log_mel(channel)
+
+    def clip_features(self, waveform=None, log_mel=None):
+        lms = _features_or_waveform(self, waveform, log_mel)
+        grid, _ = self.encode_grid(lms)
         return self.pool_grid(grid)
 
-    def forward(self, waveform):
-        """(B, L) or (B, C, L) waveform -> logits (B, n_classes)."""
-        return self.head(self.head_norm(self.clip_features(waveform)))
+    def forward(self, waveform=None, log_mel=None):
+        """(B, L) or (B, C, L) waveform, or its ``log_mel`` (:meth:`input_features`) -> logits
+        (B, n_classes)."""
+        return self.head(self.head_norm(self.clip_features(waveform, log_mel)))
 
     @torch.no_grad()
     def predict(self, waveform, threshold=0.5, min_labels=1, max_labels=3):
@@ -191,10 +208,12 @@ class M2DTagger2026(M2DEncoder):
     def encoder(self):
         return self
 
-    def forward(self, waveform):
-        """(B, L) or (B, C, L) waveform -> slot logits (B, n_slots, n_classes)."""
-        channel = _reference_channel(waveform, self.ref_channel, type(self).__name__)
-        grid, _ = self.encode_waveform_grid(channel)
+    input_features = M2DTagger2025.input_features
+
+    def forward(self, waveform=None, log_mel=None):
+        """(B, L) or (B, C, L) waveform, or its ``log_mel`` (:meth:`input_features`) -> slot
+        logits (B, n_slots, n_classes)."""
+        grid, _ = self.encode_grid(_features_or_waveform(self, waveform, log_mel))
         return self.head(self.pool_grid(grid))
 
     def pool_grid(self, grid):
