@@ -10,18 +10,19 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from s5lib import constants
 from s5lib.bin.common import target_labels
 from s5lib.bin.common import RecipeError
-from s5lib.bin.train_tagger import (apply_model_by_type, make_loss_step, make_valid_fn,
-                                     tagger_feature_fn, tagger_loss)
+from s5lib.bin.train_tagger import (apply_model_by_type, loss_keys, make_loss_step,
+                                     make_valid_fn, tagger_feature_fn, tagger_loss)
 from s5lib.infer.tag import check_decode, decode_outputs
 from s5lib.metrics import labels_match_multiset, labels_match_set, source_label_counts
 from s5lib.models.factory import build_tagger, load_model_file
 from s5lib.models.tagger import (POOLINGS, M2DTagger2025, M2DTagger2026, M2DTagger2026Spatial,
-                                 _pool_tokens)
+                                 _pool_tokens, augment_log_mel, check_augment, slot_presence_bce)
 from s5lib.models.m2d import M2DConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,3 +235,78 @@ def test_a_tagger_fed_its_log_mel_gives_its_waveform_outputs_and_loss(kind):
         model()
     # a tagger that reads the waveform itself has no features for a pool to keep
     assert tagger_feature_fn(M2DTagger2026Spatial(tiny_cfg())) is None
+
+
+def test_slot_presence_bce_is_the_bce_of_the_implied_class_presence():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3, constants.N_CLASSES + 1, requires_grad=True)
+    labels = torch.zeros(3, constants.N_CLASSES)
+    labels[0, [2, 5]] = 1.0
+    labels[2, 7] = 1.0  # row 1: an empty mixture
+    probs = torch.softmax(logits, -1)[..., :constants.N_CLASSES]
+    presence = 1 - (1 - probs).prod(1)
+    expected = F.binary_cross_entropy(presence, labels, reduction="none").mean(-1)
+    loss = slot_presence_bce(logits, labels)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.sum().backward()
+    assert logits.grad.abs().sum() > 0
+    # the loss falls when the slots name the present classes
+    confident = torch.full((1, 3, constants.N_CLASSES + 1), -8.0)
+    confident[0, 0, 2] = confident[0, 1, 5] = confident[0, 2, constants.SILENCE_INDEX] = 8.0
+    wrong = confident.clone()
+    wrong[0, 0, 2], wrong[0, 0, 9] = -8.0, 8.0
+    assert slot_presence_bce(confident, labels[:1]) < 0.01 < slot_presence_bce(wrong, labels[:1])
+
+
+def test_presence_weight_adds_the_presence_bce_and_needs_the_label_vector():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, constants.N_CLASSES + 1)
+    batch = fake_batch(2026, seconds=1)
+    plain = tagger_loss("m2d_2026", logits, batch)
+    both = tagger_loss("m2d_2026", logits, batch, presence_weight=0.5)
+    assert torch.allclose(both, plain + 0.5 * slot_presence_bce(logits, batch["label_vector"]))
+    assert loss_keys("m2d_2026") == ("label_index",)
+    assert set(loss_keys("m2d_2026", 0.5)) == {"label_index", "label_vector"}
+
+
+def test_log_mel_augmentation_shifts_and_masks_each_row():
+    ramp = torch.arange(80.0).reshape(1, 1, 80, 1).repeat(64, 1, 1, 30)
+    torch.manual_seed(0)
+    shifted = augment_log_mel(ramp, freq_shift=3)
+    moves = shifted[:, 0, 40, 0] - 40  # the band that holds 40 after a shift of s holds 40 - s
+    assert set(moves.tolist()) <= {-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0} and len(set(moves.tolist())) > 3
+    for row, move in zip(shifted[:, 0, :, 0], moves.tolist()):
+        shift = -int(move)
+        assert torch.equal(row, (torch.arange(80.0) - shift).clamp(0, 79))  # edges repeated
+        assert torch.equal(shifted[0, 0, :, 0], shifted[0, 0, :, 29])      # same in every frame
+    masked = augment_log_mel(torch.ones(64, 1, 80, 100), n_freq_masks=2, freq_mask=8,
+                             n_time_masks=1, time_mask=20)
+    zero_bands = (masked[:, 0] == 0).all(dim=2).sum(dim=1)
+    zero_frames = (masked[:, 0] == 0).all(dim=1).sum(dim=1)
+    assert zero_bands.max() <= 16 and zero_frames.max() <= 20 and zero_bands.float().mean() > 2
+    assert set(masked.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(augment_log_mel(ramp), ramp)  # nothing asked, nothing changed
+    assert check_augment({"freq_shift": 2})["time_mask"] == 0
+    with pytest.raises(ValueError, match="unknown key"):
+        check_augment({"pitch": 2})
+    with pytest.raises(ValueError, match="non-negative integer"):
+        check_augment({"time_mask": -1})
+
+
+def test_the_augmented_loss_step_reads_the_features_or_computes_them():
+    torch.manual_seed(0)
+    model = build_tagger({"type": "m2d_2026", "track_input_dim": 32,
+                          "m2d": dict(TINY, patch_size=[80, 8])}).eval()
+    batch = fake_batch(2026, seconds=1)
+    features = model.input_features(batch["mixture"])
+    augment = check_augment({"freq_shift": 2, "n_time_masks": 1, "time_mask": 10})
+    step = make_loss_step("m2d_2026", augment=augment)
+    torch.manual_seed(3)
+    from_wave, _ = step(model, batch)
+    torch.manual_seed(3)
+    from_features, _ = step(model, {**batch, "features": features})
+    torch.manual_seed(3)
+    by_hand = tagger_loss("m2d_2026", model(log_mel=augment_log_mel(features, **augment)),
+                          batch).mean()
+    assert torch.equal(from_wave, from_features) and torch.equal(from_wave, by_hand)
+    assert not torch.equal(from_wave, make_loss_step("m2d_2026")(model, batch)[0])

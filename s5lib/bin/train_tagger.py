@@ -20,6 +20,14 @@ With ``model.type: null`` the data's year picks the type (``m2d_2025`` / ``m2d_2
 ``model_by_type`` holds model keys for one type only (``{m2d_2026: {track_input_dim: 256}}``), merged once the type is known, so one
 config file serves both years.
 
+The quick start's extras (all off by default, the official recipes use none): ``pool.features:
+true`` keeps an M2D tagger's log mel in the training pool instead of the waveform (the same
+values; the front end runs once per pooled mixture); ``augment`` changes that log mel at random
+in training (a shift by a few mel bands, SpecAugment's band and frame masks;
+:func:`~s5lib.models.tagger.augment_log_mel`); ``presence_weight`` adds to a slot tagger's PIT
+cross-entropy the BCE of the class presence its slots imply
+(:func:`~s5lib.models.tagger.slot_presence_bce`, no weights added).
+
 Phases: a ``phases:`` list in the config runs the official multi-phase schedule in one stage —
 each entry is a set of config overrides (plus a ``name``) applied on top of the rest of the
 config; phase ``i`` trains in ``<exp_dir>/phase<i>_<name>/`` and starts from phase ``i-1``'s
@@ -44,7 +52,8 @@ from s5lib.infer.tag import DECODE_DEFAULTS, check_decode, decode_outputs
 from s5lib.metrics import labels_match_multiset, labels_match_set, source_label_counts
 from s5lib.models.checkpoints import trust_checkpoints
 from s5lib.models.factory import TAGGER_TYPES, build_tagger
-from s5lib.models.tagger import multilabel_bce, pit_slot_ce, sed_loss
+from s5lib.models.tagger import (augment_log_mel, check_augment, multilabel_bce, pit_slot_ce,
+                                 sed_loss, slot_presence_bce)
 from s5lib.train.trainer import Trainer
 
 logger = logging.getLogger("train_tagger")
@@ -73,6 +82,12 @@ DEFAULTS = {
     # trained from scratch does not spend its first thousand updates learning that prior
     "prior_bias_init": True,
     "strong_weight": 0.5,  # sed: lambda of lambda * BCE(strong) + (1 - lambda) * BCE(weak)
+    # the 2026 slot taggers: PIT CE + this weight x BCE of the class presence the slots imply
+    # (s5lib.models.tagger.slot_presence_bce; no weights added); 0: the official loss
+    "presence_weight": 0.0,
+    # training-time changes of the M2D taggers' log mel (s5lib.models.tagger.augment_log_mel):
+    # freq_shift (mel bands), n_freq_masks / freq_mask (bands), n_time_masks / time_mask (frames)
+    "augment": {},
     "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "grad_clip": 0.5,
               "best_metric": "valid_accuracy", "best_mode": "max"},
 }
@@ -87,29 +102,44 @@ def tagger_channels(model):
 MULTILABEL_KINDS = ("m2d_2025", "beats")  # trained with BCE on label_vector; the rest: slots
 
 
-def tagger_loss(kind, logits, batch, strong_weight=0.5):
-    """The (B,) training loss of a tagger of ``kind`` on its outputs ``logits`` for ``batch``."""
+def tagger_loss(kind, logits, batch, strong_weight=0.5, presence_weight=0.0):
+    """The (B,) training loss of a tagger of ``kind`` on its outputs ``logits`` for ``batch``;
+    ``presence_weight`` > 0 adds that weight times :func:`slot_presence_bce` to a slot tagger's
+    PIT cross-entropy."""
     if kind == "sed":  # strong (frame) + weak (clip) BCE; activity is (B, 18, frames)
         strong = batch["activity"].transpose(1, 2)
         return sed_loss(logits, strong, batch["label_vector"], strong_weight)
     if kind in MULTILABEL_KINDS:
         return multilabel_bce(logits, batch["label_vector"])
-    return pit_slot_ce(logits, batch["label_index"])
+    loss = pit_slot_ce(logits, batch["label_index"])
+    if presence_weight:
+        loss = loss + presence_weight * slot_presence_bce(logits, batch["label_vector"])
+    return loss
 
 
-def loss_keys(kind):
+def loss_keys(kind, presence_weight=0.0):
     """The batch keys :func:`tagger_loss` reads for a tagger of ``kind``."""
     if kind == "sed":
         return ("activity", "label_vector")
-    return ("label_vector",) if kind in MULTILABEL_KINDS else ("label_index",)
+    if kind in MULTILABEL_KINDS:
+        return ("label_vector",)
+    return ("label_index", "label_vector") if presence_weight else ("label_index",)
 
 
-def make_loss_step(kind, strong_weight=0.5):
+def make_loss_step(kind, strong_weight=0.5, presence_weight=0.0, augment=None):
+    """The training step; ``augment`` (:func:`check_augment`'s dict, any value > 0) changes the
+    tagger's log mel at random before the tagger reads it (:func:`augment_log_mel`)."""
+    augment = augment if augment and any(augment.values()) else None
+
     def loss_step(model, batch):
         # a pool with features: true serves the tagger's input features instead of the mixture
-        outputs = (model(log_mel=batch["features"]) if "features" in batch
-                   else model(batch["mixture"]))
-        return tagger_loss(kind, outputs, batch, strong_weight).mean(), {}
+        log_mel = batch.get("features")
+        if augment is not None:
+            if log_mel is None:
+                log_mel = getattr(model, "module", model).input_features(batch["mixture"])
+            log_mel = augment_log_mel(log_mel, **augment)
+        outputs = model(batch["mixture"]) if log_mel is None else model(log_mel=log_mel)
+        return tagger_loss(kind, outputs, batch, strong_weight, presence_weight).mean(), {}
     return loss_step
 
 
@@ -126,7 +156,8 @@ def tagger_feature_fn(model):
     return feature_fn
 
 
-def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight=0.5):
+def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight=0.5,
+                  presence_weight=0.0):
     """Validation: ``valid_accuracy`` (label set / multiset match per mixture),
     ``valid_source_accuracy`` (100 TP / (TP + FP + FN) over the labels) and, where the
     validation items carry what the loss reads, ``valid_loss`` (the training loss; the
@@ -137,7 +168,7 @@ def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight
 
     def valid_fn(model):
         device = next(model.parameters()).device
-        keys = loss_keys(model.kind)
+        keys = loss_keys(model.kind, presence_weight)
         hits, counts, loss_sum, n_loss = [], np.zeros(3), 0.0, 0
         for batch in torch.utils.data.DataLoader(subset, batch_size=batch_size):
             logits = model(batch["mixture"].to(device))
@@ -148,7 +179,7 @@ def make_valid_fn(dataset, batch_size, max_mixtures, year, decode, strong_weight
                 counts += source_label_counts(labels, ref)
             if all(key in batch for key in keys):
                 loss = tagger_loss(model.kind, logits, {k: batch[k].to(device) for k in keys},
-                                   strong_weight)
+                                   strong_weight, presence_weight)
                 loss_sum += float(loss.float().sum())
                 n_loss += loss.numel()
         tp, fp, fn = counts
@@ -187,12 +218,25 @@ def train_one(cfg, info):
         head = model.strong_head if model.kind == "sed" else model.head
         with torch.no_grad():
             head.bias.fill_(float(np.log(prior / (1 - prior))))
+    presence_weight = float(cfg["presence_weight"])
+    if presence_weight < 0 or (presence_weight and (model.kind in MULTILABEL_KINDS
+                                                     or model.kind == "sed")):
+        raise RecipeError(f"train_tagger: presence_weight {presence_weight} is for the 2026 slot "
+                          f"taggers (>= 0); this tagger is {model.kind}")
+    try:
+        augment = check_augment(cfg["augment"])
+    except ValueError as err:
+        raise RecipeError(f"train_tagger: {err}") from None
+    if any(augment.values()) and not hasattr(model, "input_features"):
+        raise RecipeError(f"train_tagger: augment changes the log mel of the M2D taggers; "
+                          f"{model.kind} reads the waveform itself")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("tagger %s: %s trainable parameters; year %d", model.kind, f"{n_train:,}", year)
     trainer = Trainer(model, data.dataset,
                       make_valid_fn(valid_set, cfg["valid_batch_size"], cfg["valid_max_mixtures"],
-                                    year, decode, cfg["strong_weight"]),
-                      make_loss_step(model.kind, cfg["strong_weight"]), cfg["train"],
+                                    year, decode, cfg["strong_weight"], presence_weight),
+                      make_loss_step(model.kind, cfg["strong_weight"], presence_weight, augment),
+                      cfg["train"],
                       cfg["exp_dir"], dist_info=dist,
                       collate_fn=data.collate_fn, batch_transform=data.batch_transform,
                       run_config=cfg)

@@ -50,6 +50,20 @@ class ConditionMLP(nn.Sequential):
                          nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU())
 
 
+def random_span_keep(batch, size, widest, count, device=None, dtype=torch.float32):
+    """SpecAugment's masks along one axis: (batch, size), 0 inside ``count`` random spans per row
+    and 1 elsewhere. Each span's width is uniform in [0, ``widest``] (at most ``size``), its
+    start uniform over the positions where it fits; the rows draw their own spans."""
+    keep = torch.ones(batch, size, device=device, dtype=dtype)
+    positions = torch.arange(size, device=device)
+    for _ in range(int(count)):
+        width = torch.randint(0, int(widest) + 1, (batch,), device=device).clamp(max=size)
+        start = (torch.rand(batch, device=device) * (size - width + 1)).floor().long()
+        inside = (positions[None] >= start[:, None]) & (positions[None] < (start + width)[:, None])
+        keep = keep * (~inside).to(dtype)
+    return keep
+
+
 def standardise(x):
     """Per sample and channel over the last two axes: ``(x - mean) / (unbiased std + 1e-6)``."""
     mean = x.mean(dim=(-2, -1), keepdim=True)

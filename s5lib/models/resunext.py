@@ -46,7 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import LEAKY_SLOPE, AttentionGate, ResNeXtStack, sub_biases as _sub, xavier_init as _xavier
+from .blocks import (LEAKY_SLOPE, AttentionGate, ResNeXtStack, random_span_keep,
+                     sub_biases as _sub, xavier_init as _xavier)
 from .resunet import MaskingUNetBase, ResUNet30, ResUNetConfig
 
 FILM_SCOPES = ("all", "encoder")
@@ -182,16 +183,9 @@ class ResUNeXtBase(MaskingUNetBase):
         if not (cfg.spec_augment and self.training):
             return x
         batch, _, frames, bins = x.shape
-        keep = torch.ones(batch, 1, frames, bins, device=x.device, dtype=x.dtype)
-        for axis, size, widest, count in ((2, frames, cfg.time_mask, cfg.n_time_masks),
-                                          (3, bins, cfg.freq_mask, cfg.n_freq_masks)):
-            positions = torch.arange(size, device=x.device)
-            for _ in range(int(count)):
-                width = torch.randint(0, int(widest) + 1, (batch,), device=x.device).clamp(max=size)
-                start = (torch.rand(batch, device=x.device) * (size - width + 1)).floor().long()
-                inside = (positions[None] >= start[:, None]) & (positions[None] < (start + width)[:, None])
-                shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
-                keep = keep * (~inside).to(x.dtype).reshape(shape)
+        keep = random_span_keep(batch, frames, cfg.time_mask, cfg.n_time_masks, x.device, x.dtype)
+        keep = keep.reshape(batch, 1, frames, 1) * random_span_keep(
+            batch, bins, cfg.freq_mask, cfg.n_freq_masks, x.device, x.dtype).reshape(batch, 1, 1, bins)
         return x * keep
 
     def unet(self, features, film, extra_film=None, extra_channels=None, bottleneck_fn=None):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from s5lib.constants import CLASSES, SILENCE, SILENCE_INDEX
 from s5lib.losses.pit import best_permutation, gather_pairs
+from s5lib.models.blocks import random_span_keep
 from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
                                      load_strict, strip_prefix)
 from s5lib.models.m2d import M2DConfig, M2DEncoder, _as_checkpoint
@@ -437,12 +438,74 @@ def slot_targets(label_lists, n_slots=3, class_names=CLASSES, silence_index=SILE
 
 
 # ----------------------------------------------------------------------------------------------
+# Training-time augmentation of the log mel
+# ----------------------------------------------------------------------------------------------
+AUGMENT_KEYS = ("freq_shift", "n_freq_masks", "freq_mask", "n_time_masks", "time_mask")
+
+
+def check_augment(augment):
+    """A tagger's ``augment`` section: {} (none) or non-negative integers for
+    :data:`AUGMENT_KEYS`; returns it with every key filled (0: off)."""
+    augment = dict(augment or {})
+    unknown = sorted(set(augment) - set(AUGMENT_KEYS))
+    if unknown:
+        raise ValueError(f"augment: unknown key(s) {unknown}; known: {list(AUGMENT_KEYS)}")
+    out = {}
+    for key in AUGMENT_KEYS:
+        value = augment.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"augment.{key} must be a non-negative integer, got {value!r}")
+        out[key] = value
+    return out
+
+
+def augment_log_mel(lms, freq_shift=0, n_freq_masks=0, freq_mask=0, n_time_masks=0, time_mask=0):
+    """Random changes of a normalised log mel (B, 1, n_mels, frames), each row its own: a shift
+    of the whole spectrum by an integer number of mel bands uniform in [-``freq_shift``,
+    ``freq_shift``] (the edge band repeated into the gap: roughly a pitch shift, since the mel
+    scale is nearly logarithmic above 1 kHz), then SpecAugment's ``n_freq_masks`` bands of up to
+    ``freq_mask`` mel bands and ``n_time_masks`` spans of up to ``time_mask`` frames set to 0
+    (the normalisation's mean)."""
+    batch, _, bins, frames = lms.shape
+    if freq_shift:
+        shift = torch.randint(-int(freq_shift), int(freq_shift) + 1, (batch,), device=lms.device)
+        source = (torch.arange(bins, device=lms.device)[None] - shift[:, None]).clamp(0, bins - 1)
+        lms = torch.gather(lms, 2, source[:, None, :, None].expand(batch, 1, bins, frames))
+    if n_freq_masks or n_time_masks:
+        keep = random_span_keep(batch, bins, freq_mask, n_freq_masks, lms.device, lms.dtype)
+        keep = keep.reshape(batch, 1, bins, 1) * random_span_keep(
+            batch, frames, time_mask, n_time_masks, lms.device, lms.dtype).reshape(batch, 1, 1, frames)
+        lms = lms * keep
+    return lms
+
+
+# ----------------------------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------------------------
 def multilabel_bce(logits, targets):
     """Binary cross-entropy per clip, mean over classes: (B, K), (B, K) -> (B,)."""
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
                                               reduction="none").mean(-1)
+
+
+def slot_presence_bce(logits, label_vector, silence_index=SILENCE_INDEX):
+    """BCE of the class presence the slots imply: (B, S, K) slot logits, (B, n_classes) multi-hot
+    -> (B,), mean over the classes.
+
+    A class is present unless every slot says otherwise: P(c) = 1 - prod_s (1 - p_s(c)), with
+    p_s the softmax of slot s. Unlike the slot cross-entropy it needs no slot assignment, so
+    every class gets a gradient from every mixture; it adds no weights to the tagger.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    keep = [k for k in range(probs.shape[-1]) if k != silence_index]
+    probs = probs[..., keep]                                       # (B, S, n_classes)
+    if probs.shape[-1] != label_vector.shape[-1]:
+        raise ValueError(f"slot presence: {probs.shape[-1]} classes in the slots, "
+                         f"{label_vector.shape[-1]} in the labels")
+    log_absent = torch.log1p(-probs.clamp(max=1.0 - 1e-6)).sum(1)  # log prod_s (1 - p_s)
+    log_present = torch.log((-torch.expm1(log_absent)).clamp(min=1e-12))  # log (1 - prod)
+    target = label_vector.to(probs.dtype)
+    return -(target * log_present + (1.0 - target) * log_absent).mean(-1)
 
 
 def pairwise_slot_ce(logits, targets):
