@@ -82,7 +82,7 @@ class RenderedPool(torch.utils.data.Dataset):
                 raise KeyError("pool: features are computed from the mixture; keep 'mixture' in "
                                "the pool's keys")
             with torch.no_grad():
-                item["features"] = self.feature_fn(item.pop("mixture").unsqueeze(0))[0].detach().cpu()
+                item["features"] = self.feature_fn(item.pop("mixture").unsqueeze(0))[0].cpu()
         return item
 
     def _render(self, generation):

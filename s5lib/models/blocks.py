@@ -64,6 +64,15 @@ def random_span_keep(batch, size, widest, count, device=None, dtype=torch.float3
     return keep
 
 
+def random_grid_keep(batch, rows, cols, device=None, dtype=torch.float32):
+    """SpecAugment's masks of a 2-D map: (batch, 1, n_rows, n_cols), the product of
+    :func:`random_span_keep` along the rows then the columns; ``rows`` / ``cols`` are
+    (size, widest, count)."""
+    along_rows = random_span_keep(batch, *rows, device=device, dtype=dtype)
+    along_cols = random_span_keep(batch, *cols, device=device, dtype=dtype)
+    return along_rows[:, None, :, None] * along_cols[:, None, None, :]
+
+
 def standardise(x):
     """Per sample and channel over the last two axes: ``(x - mean) / (unbiased std + 1e-6)``."""
     mean = x.mean(dim=(-2, -1), keepdim=True)

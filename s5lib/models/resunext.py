@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import (LEAKY_SLOPE, AttentionGate, ResNeXtStack, random_span_keep,
+from .blocks import (LEAKY_SLOPE, AttentionGate, ResNeXtStack, random_grid_keep,
                      sub_biases as _sub, xavier_init as _xavier)
 from .resunet import MaskingUNetBase, ResUNet30, ResUNetConfig
 
@@ -183,10 +183,8 @@ class ResUNeXtBase(MaskingUNetBase):
         if not (cfg.spec_augment and self.training):
             return x
         batch, _, frames, bins = x.shape
-        keep = random_span_keep(batch, frames, cfg.time_mask, cfg.n_time_masks, x.device, x.dtype)
-        keep = keep.reshape(batch, 1, frames, 1) * random_span_keep(
-            batch, bins, cfg.freq_mask, cfg.n_freq_masks, x.device, x.dtype).reshape(batch, 1, 1, bins)
-        return x * keep
+        return x * random_grid_keep(batch, (frames, cfg.time_mask, cfg.n_time_masks),
+                                    (bins, cfg.freq_mask, cfg.n_freq_masks), x.device, x.dtype)
 
     def unet(self, features, film, extra_film=None, extra_channels=None, bottleneck_fn=None):
         """Input features (B, C', T, F) -> mask maps (B, S*C*K, T, F); ``extra_film`` (time-varying

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from s5lib.constants import CLASSES, SILENCE, SILENCE_INDEX
 from s5lib.losses.pit import best_permutation, gather_pairs
-from s5lib.models.blocks import random_span_keep
+from s5lib.models.blocks import random_grid_keep
 from s5lib.models.checkpoints import (CheckpointError, detect_prefix, extract_state_dict,
                                      load_strict, strip_prefix)
 from s5lib.models.m2d import M2DConfig, M2DEncoder, _as_checkpoint
@@ -472,10 +472,8 @@ def augment_log_mel(lms, freq_shift=0, n_freq_masks=0, freq_mask=0, n_time_masks
         source = (torch.arange(bins, device=lms.device)[None] - shift[:, None]).clamp(0, bins - 1)
         lms = torch.gather(lms, 2, source[:, None, :, None].expand(batch, 1, bins, frames))
     if n_freq_masks or n_time_masks:
-        keep = random_span_keep(batch, bins, freq_mask, n_freq_masks, lms.device, lms.dtype)
-        keep = keep.reshape(batch, 1, bins, 1) * random_span_keep(
-            batch, frames, time_mask, n_time_masks, lms.device, lms.dtype).reshape(batch, 1, 1, frames)
-        lms = lms * keep
+        lms = lms * random_grid_keep(batch, (bins, freq_mask, n_freq_masks),
+                                     (frames, time_mask, n_time_masks), lms.device, lms.dtype)
     return lms
 
 
